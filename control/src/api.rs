@@ -1,0 +1,34 @@
+//! The interface the Engine API server calls: one method per swarm/node endpoint.
+//!
+//! The HTTP layer (in the `shoal` crate) depends only on this trait, so it can be tested against
+//! a fake, and the real implementation ([`crate::daemon::Daemon`]) can change without touching
+//! routes. Every method returns Docker-worded [`ApiError`]s.
+
+use async_trait::async_trait;
+
+use crate::error::ApiResult;
+use crate::objects::{InitRequest, JoinRequest, Node, NodeSpec, RotateTokens, Swarm, SwarmInfo, SwarmSpec};
+
+#[async_trait]
+pub trait SwarmApi: Send + Sync + 'static {
+    /// `Info.Swarm`; never fails (a node outside any swarm is `inactive`).
+    async fn info(&self) -> SwarmInfo;
+    /// `POST /swarm/init` → the new node's ID.
+    async fn init(&self, req: InitRequest) -> ApiResult<String>;
+    /// `POST /swarm/join`.
+    async fn join(&self, req: JoinRequest) -> ApiResult<()>;
+    /// `POST /swarm/leave?force=`.
+    async fn leave(&self, force: bool) -> ApiResult<()>;
+    /// `GET /swarm` (managers only).
+    async fn inspect_swarm(&self) -> ApiResult<Swarm>;
+    /// `POST /swarm/update?version=&rotateWorkerToken=&rotateManagerToken=`.
+    async fn update_swarm(&self, version: u64, spec: SwarmSpec, rotate: RotateTokens) -> ApiResult<()>;
+    /// `GET /nodes` (unfiltered; the HTTP layer applies `filters`).
+    async fn list_nodes(&self) -> ApiResult<Vec<Node>>;
+    /// `GET /nodes/{id}`: `key` is an ID, a hostname or a unique ID prefix.
+    async fn inspect_node(&self, key: &str) -> ApiResult<Node>;
+    /// `POST /nodes/{id}/update?version=`.
+    async fn update_node(&self, key: &str, version: u64, spec: NodeSpec) -> ApiResult<()>;
+    /// `DELETE /nodes/{id}?force=`.
+    async fn remove_node(&self, key: &str, force: bool) -> ApiResult<()>;
+}

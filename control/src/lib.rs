@@ -1,0 +1,19 @@
+//! Shoal's cluster control plane.
+//!
+//! Managers replicate every cluster object through openraft (log and state in redb under the
+//! data root); all manager traffic, Raft included, is gRPC over mutual TLS on 2377/tcp. A root CA
+//! made at `swarm init` issues node certificates whose OU is the node's role; every RPC declares
+//! the roles it admits. Each node's agent keeps a dispatcher session (heartbeats) to a manager.
+//!
+//! Module map: [`objects`] (Engine API shapes), [`state`] (the replicated state and its only
+//! mutator), [`store`] (openraft storage on redb), [`ca`]/[`token`]/[`tls`] (identity),
+//! [`rpc`] (gRPC services, role checks, transport), [`daemon`] (a node's swarm lifecycle).
+
+pub mod api;
+pub mod daemon;
+pub mod error;
+pub mod objects;
+pub mod state;
+
+pub use api::SwarmApi;
+pub use error::{ApiError, ApiResult, ErrorKind};
