@@ -7,13 +7,23 @@
 //!
 //! Module map: [`objects`] (Engine API shapes), [`state`] (the replicated state and its only
 //! mutator), [`store`] (openraft storage on redb), [`ca`]/[`token`]/[`tls`] (identity),
-//! [`rpc`] (gRPC services, role checks, transport), [`daemon`] (a node's swarm lifecycle).
+//! [`rpc`] (gRPC services, role checks, transport), [`manager`] (Raft member, writes, liveness),
+//! [`agent`] (heartbeats, promotion/demotion), [`daemon`] (a node's swarm lifecycle).
 
+pub mod agent;
 pub mod api;
+pub mod ca;
 pub mod daemon;
 pub mod error;
+mod lifecycle;
+pub mod manager;
 pub mod objects;
+pub mod raft_network;
+pub mod rpc;
 pub mod state;
+pub mod store;
+pub mod tls;
+pub mod token;
 
 pub use api::SwarmApi;
 pub use error::{ApiError, ApiResult, ErrorKind};

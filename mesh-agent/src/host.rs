@@ -70,3 +70,28 @@ mod tests {
         assert!(!facts.kernel_version.is_empty());
     }
 }
+
+/// The host's IPv4 addresses by interface, loopback excluded: what `swarm init` chooses its
+/// advertise address from when none is given.
+pub fn ipv4_addrs() -> Vec<(String, std::net::Ipv4Addr)> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    let mut out = Vec::new();
+    for ifaddr in addrs {
+        let Some(addr) = ifaddr.address.as_ref().and_then(|a| a.as_sockaddr_in()).map(|a| a.ip()) else {
+            continue;
+        };
+        if addr.is_loopback() {
+            continue;
+        }
+        out.push((ifaddr.interface_name.clone(), addr));
+    }
+    out
+}
+
+#[cfg(test)]
+mod addr_tests {
+    #[test]
+    fn lists_no_loopback_addresses() {
+        assert!(super::ipv4_addrs().iter().all(|(_, ip)| !ip.is_loopback()));
+    }
+}
