@@ -1,0 +1,71 @@
+//! The Docker Engine API subset `shoal daemon` serves (API v1.51, accepting v1.24 and up).
+//!
+//! Routes are a thin translation of paths, query strings and status codes onto
+//! [`control::SwarmApi`]; the JSON shapes come from `control::objects` unchanged. Everything here
+//! is generic over `Arc<dyn SwarmApi>` so the router can be driven in-process against a fake.
+//!
+//! Requests may carry a `/v1.NN` prefix like dockerd's; [`version::strip_version_prefix`] removes
+//! it before routing, so the route table lists each path once.
+
+mod errors;
+mod filters;
+mod nodes;
+mod swarm;
+mod system;
+mod version;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use control::SwarmApi;
+use mesh_agent::host::HostFacts;
+use tower::Layer;
+
+pub use system::{build_time, go_arch};
+pub use version::API_VERSION;
+
+/// What `/info` and `/version` report about this engine besides the swarm state.
+#[derive(Clone, Debug)]
+pub struct EngineFacts {
+    pub host: HostFacts,
+    /// A stable identifier of this engine (not the swarm node ID), like dockerd's `ID`.
+    pub engine_id: String,
+    pub data_root: PathBuf,
+}
+
+/// The state every handler sees.
+#[derive(Clone)]
+pub struct AppState {
+    pub api: Arc<dyn SwarmApi>,
+    pub engine: Arc<EngineFacts>,
+}
+
+/// Builds the Engine API router. The returned router strips a `/v1.NN` prefix before routing.
+pub fn router(api: Arc<dyn SwarmApi>, engine: EngineFacts) -> Router {
+    let state = AppState { api, engine: Arc::new(engine) };
+    let routes = Router::new()
+        // A GET route also answers HEAD (axum drops the body), as dockerd does for /_ping.
+        .route("/_ping", get(system::ping))
+        .route("/version", get(system::version))
+        .route("/info", get(system::info))
+        .route("/swarm", get(swarm::inspect))
+        .route("/swarm/init", post(swarm::init))
+        .route("/swarm/join", post(swarm::join))
+        .route("/swarm/leave", post(swarm::leave))
+        .route("/swarm/update", post(swarm::update))
+        .route("/nodes", get(nodes::list))
+        .route("/nodes/{id}", get(nodes::inspect).delete(nodes::remove))
+        .route("/nodes/{id}/update", post(nodes::update))
+        .fallback(errors::page_not_found)
+        .method_not_allowed_fallback(errors::page_not_found)
+        .with_state(state);
+    // Middleware added with `Router::layer` runs after routing; the prefix must go before it, so
+    // the versioned router is wrapped as the fallback service of an empty outer router.
+    let versioned = axum::middleware::from_fn(version::strip_version_prefix).layer(routes);
+    Router::new().fallback_service(versioned)
+}
