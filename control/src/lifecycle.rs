@@ -363,7 +363,7 @@ fn leave_refusal(manager: &Manager) -> ApiError {
         if loses_quorum {
             if reachable == 1 && unreachable == 0 {
                 msg.push_str(
-                    "Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message. ",
+                    "Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message.",
                 );
                 return ApiError::unavailable(msg);
             }

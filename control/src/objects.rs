@@ -66,11 +66,11 @@ pub enum Reachability {
 pub struct NodeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub labels: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_as_default")]
     pub role: NodeRole,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_as_default")]
     pub availability: NodeAvailability,
 }
 
@@ -102,9 +102,9 @@ pub struct EnginePlugin {
 #[serde(rename_all = "PascalCase")]
 pub struct EngineDescription {
     pub engine_version: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_as_default")]
     pub labels: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
     pub plugins: Vec<EnginePlugin>,
 }
 
@@ -166,6 +166,29 @@ pub struct Node {
     pub manager_status: Option<ManagerStatus>,
 }
 
+/// Go clients send `null` for empty maps and slices: read it as the default.
+pub fn null_as_default<'de, D, T>(de: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(de)?.unwrap_or_default())
+}
+
+/// Go clients send `""` for an unset enum: read it (and `null`) as the default.
+pub fn empty_as_default<'de, D, T>(de: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    use serde::de::IntoDeserializer;
+    match Option::<String>::deserialize(de)? {
+        None => Ok(T::default()),
+        Some(s) if s.is_empty() => Ok(T::default()),
+        Some(s) => T::deserialize(s.into_deserializer()),
+    }
+}
+
 /// Durations in the Engine API are integers of nanoseconds.
 pub const SECOND_NS: i64 = 1_000_000_000;
 
@@ -219,7 +242,7 @@ pub struct EncryptionConfig {
 pub struct SwarmSpec {
     #[serde(default)]
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub labels: BTreeMap<String, String>,
     pub orchestration: OrchestrationConfig,
     pub raft: RaftConfig,
@@ -398,6 +421,18 @@ mod tests {
         assert_eq!(v["Status"]["State"], "ready");
         assert_eq!(v["ManagerStatus"]["Reachability"], "reachable");
         assert_eq!(v["CreatedAt"], "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn go_style_nulls_and_empty_enums_read_as_defaults() {
+        let spec: NodeSpec = serde_json::from_str(r#"{"Labels":null,"Role":"","Availability":""}"#).unwrap();
+        assert_eq!(spec, NodeSpec::default());
+        let spec: NodeSpec = serde_json::from_str(r#"{"Labels":{"a":"b"},"Role":"manager","Availability":"drain"}"#).unwrap();
+        assert_eq!(spec.role, NodeRole::Manager);
+        assert_eq!(spec.availability, NodeAvailability::Drain);
+        assert!(serde_json::from_str::<NodeSpec>(r#"{"Role":"boss"}"#).is_err());
+        let engine = serde_json::to_value(EngineDescription::default()).unwrap();
+        assert!(engine.get("Labels").is_none() && engine.get("Plugins").is_none());
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         engine_id: engine_id(&args.data_root)?,
         data_root: args.data_root.clone(),
     };
-    let api: Arc<dyn SwarmApi> = daemon;
+    let api: Arc<dyn SwarmApi> = daemon.clone();
     let router = api::router(api, engine);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -114,6 +114,10 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         }
     }
     cleanup(&sockets);
+    // Close Raft and its store cleanly; a wedged peer must not keep the process alive.
+    if tokio::time::timeout(std::time::Duration::from_secs(3), daemon.shutdown()).await.is_err() {
+        tracing::warn!("the control plane did not stop within 3s");
+    }
     tracing::info!("daemon stopped");
     Ok(())
 }
