@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
+use crate::objects::service::{Service, ServiceSpec, Task, TaskStatus, UpdateStatus};
 use crate::objects::{Node, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus, Swarm, SwarmSpec, Version};
 
 /// The cluster object plus what only managers may see: the root CA's key.
@@ -46,6 +47,27 @@ pub struct ClusterState {
     /// IDs of removed nodes: their certificates are refused from then on, as in swarmkit.
     #[serde(default)]
     pub removed_nodes: BTreeSet<String>,
+    #[serde(default)]
+    pub services: BTreeMap<String, Service>,
+    #[serde(default)]
+    pub tasks: BTreeMap<String, Task>,
+}
+
+/// What the orchestrator decided in one pass, committed as one entry.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// New tasks, or tasks whose node, desired state or status the orchestrator changes.
+    pub upsert_tasks: Vec<Task>,
+    /// Tasks dropped from history (beyond the retention limit, or of removed services).
+    pub delete_tasks: Vec<String>,
+    /// Rolling-update progress per service ID (`None` clears it).
+    pub update_status: Vec<(String, Option<UpdateStatus>)>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.upsert_tasks.is_empty() && self.delete_tasks.is_empty() && self.update_status.is_empty()
+    }
 }
 
 /// A Raft log entry's payload: a command and the proposer's clock.
@@ -85,6 +107,18 @@ pub enum Command {
     UpdateCluster { version: u64, spec: SwarmSpec, worker_token: Option<String>, manager_token: Option<String> },
     /// `swarm init --force-new-cluster`: the survivor re-proposes everything it had.
     Restore { state: Box<ClusterState> },
+    /// `POST /services/create`; the proposer chose the ID and checked the name is free.
+    CreateService { service: Box<Service> },
+    /// `POST /services/{id}/update`; the current spec becomes `PreviousSpec`.
+    UpdateService { id: String, version: u64, spec: Box<ServiceSpec> },
+    /// `POST /services/{id}/update?rollback=previous`: back to `PreviousSpec`.
+    RollbackService { id: String, version: u64 },
+    /// `DELETE /services/{id}`; the orchestrator then shuts its tasks down.
+    RemoveService { id: String },
+    /// The orchestrator's decisions.
+    ApplyPlan { plan: Box<Plan> },
+    /// Task status reported by the agents; a state never moves backwards.
+    UpdateTaskStatus { updates: Vec<(String, TaskStatus)> },
 }
 
 impl Command {
@@ -98,6 +132,12 @@ impl Command {
             Command::RemoveNode { .. } => "RemoveNode",
             Command::UpdateCluster { .. } => "UpdateCluster",
             Command::Restore { .. } => "Restore",
+            Command::CreateService { .. } => "CreateService",
+            Command::UpdateService { .. } => "UpdateService",
+            Command::RollbackService { .. } => "RollbackService",
+            Command::RemoveService { .. } => "RemoveService",
+            Command::ApplyPlan { .. } => "ApplyPlan",
+            Command::UpdateTaskStatus { .. } => "UpdateTaskStatus",
         }
     }
 }
@@ -191,6 +231,103 @@ impl ClusterState {
                 *self = (**state).clone();
                 Ok(())
             }
+            Command::CreateService { service } => {
+                let name = &service.spec.name;
+                if self.services.values().any(|s| s.spec.name == *name) {
+                    return Err(ApiError::new(
+                        crate::error::ErrorKind::Conflict,
+                        format!("rpc error: code = AlreadyExists desc = service {name} already exists"),
+                    ));
+                }
+                let mut service = (**service).clone();
+                service.version = Version { index };
+                service.created_at = at;
+                service.updated_at = at;
+                self.services.insert(service.id.clone(), service);
+                Ok(())
+            }
+            Command::UpdateService { id, version, spec } => {
+                let name_taken = self.services.values().any(|s| s.id != *id && s.spec.name == spec.name);
+                let service = self.services.get_mut(id).ok_or_else(|| service_not_found(id))?;
+                if service.version.index != *version {
+                    return Err(ApiError::out_of_sequence());
+                }
+                if name_taken {
+                    return Err(ApiError::invalid(format!(
+                        "rpc error: code = AlreadyExists desc = service {} already exists",
+                        spec.name
+                    )));
+                }
+                service.previous_spec = Some(std::mem::replace(&mut service.spec, (**spec).clone()));
+                service.update_status = None;
+                service.version = Version { index };
+                service.updated_at = at;
+                Ok(())
+            }
+            Command::RollbackService { id, version } => {
+                let service = self.services.get_mut(id).ok_or_else(|| service_not_found(id))?;
+                if service.version.index != *version {
+                    return Err(ApiError::out_of_sequence());
+                }
+                let previous = service.previous_spec.take().ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "rpc error: code = FailedPrecondition desc = service {id} does not have a previous spec"
+                    ))
+                })?;
+                service.previous_spec = Some(std::mem::replace(&mut service.spec, previous));
+                service.update_status = None;
+                service.version = Version { index };
+                service.updated_at = at;
+                Ok(())
+            }
+            Command::RemoveService { id } => {
+                self.services.remove(id).ok_or_else(|| service_not_found(id))?;
+                Ok(())
+            }
+            Command::ApplyPlan { plan } => {
+                for task in &plan.upsert_tasks {
+                    let mut task = task.clone();
+                    if let Some(existing) = self.tasks.get(&task.id) {
+                        task.created_at = existing.created_at;
+                        // An agent's report committed meanwhile is never undone by the plan.
+                        if existing.status.state > task.status.state {
+                            task.status = existing.status.clone();
+                        }
+                        if existing.desired_state > task.desired_state {
+                            task.desired_state = existing.desired_state;
+                        }
+                    } else {
+                        task.created_at = at;
+                    }
+                    task.version = Version { index };
+                    task.updated_at = at;
+                    self.tasks.insert(task.id.clone(), task);
+                }
+                for id in &plan.delete_tasks {
+                    self.tasks.remove(id);
+                }
+                for (id, status) in &plan.update_status {
+                    if let Some(service) = self.services.get_mut(id) {
+                        service.update_status = status.clone();
+                        service.version = Version { index };
+                        service.updated_at = at;
+                    }
+                }
+                Ok(())
+            }
+            Command::UpdateTaskStatus { updates } => {
+                for (id, status) in updates {
+                    let Some(task) = self.tasks.get_mut(id) else { continue };
+                    // States only move forward (swarmkit); a late or duplicate report is ignored.
+                    if status.state < task.status.state {
+                        continue;
+                    }
+                    task.status = status.clone();
+                    task.version = Version { index };
+                    task.updated_at = at;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -238,6 +375,10 @@ impl ClusterState {
     pub fn node_by_raft_id(&self, raft_id: u64) -> Option<&NodeRecord> {
         self.nodes.values().find(|n| n.raft_id == Some(raft_id))
     }
+}
+
+fn service_not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("service {id} not found"))
 }
 
 fn touch(node: &mut Node, index: u64, at: DateTime<Utc>) {
@@ -332,5 +473,43 @@ mod tests {
         assert_eq!(state.find_node("abd").unwrap().node.id, "abd222");
         assert!(state.find_node("ab").unwrap_err().message.contains("ambiguous"));
         assert_eq!(state.find_node("zzz").unwrap_err().message, "node zzz not found");
+    }
+}
+
+#[cfg(test)]
+mod service_tests {
+    use super::*;
+    use crate::objects::service::{TaskSpec, TaskState};
+
+    fn task(id: &str, state: TaskState) -> Task {
+        Task {
+            id: id.into(),
+            version: Version::default(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            name: String::new(),
+            labels: Default::default(),
+            spec: TaskSpec::default(),
+            service_id: "s".into(),
+            slot: 1,
+            node_id: "n".into(),
+            status: TaskStatus { timestamp: Utc::now(), state, ..Default::default() },
+            desired_state: TaskState::Running,
+        }
+    }
+
+    #[test]
+    fn task_states_only_move_forward() {
+        let mut state = ClusterState::default();
+        let plan = Plan { upsert_tasks: vec![task("t1", TaskState::Assigned)], ..Default::default() };
+        state.apply(1, &Proposal::now(Command::ApplyPlan { plan: Box::new(plan) })).unwrap();
+        let report = |s| (String::from("t1"), TaskStatus { timestamp: Utc::now(), state: s, ..Default::default() });
+        state.apply(2, &Proposal::now(Command::UpdateTaskStatus { updates: vec![report(TaskState::Running)] })).unwrap();
+        state.apply(3, &Proposal::now(Command::UpdateTaskStatus { updates: vec![report(TaskState::Starting)] })).unwrap();
+        assert_eq!(state.tasks["t1"].status.state, TaskState::Running);
+        // A plan computed before the agent's report cannot move the task back either.
+        let stale = Plan { upsert_tasks: vec![task("t1", TaskState::Assigned)], ..Default::default() };
+        state.apply(4, &Proposal::now(Command::ApplyPlan { plan: Box::new(stale) })).unwrap();
+        assert_eq!(state.tasks["t1"].status.state, TaskState::Running);
     }
 }
