@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 
 use crate::error::ApiResult;
+use crate::objects::service::{Service, ServiceSpec, Task};
 use crate::objects::{InitRequest, JoinRequest, Node, NodeSpec, RotateTokens, Swarm, SwarmInfo, SwarmSpec};
 
 #[async_trait]
@@ -31,4 +32,25 @@ pub trait SwarmApi: Send + Sync + 'static {
     async fn update_node(&self, key: &str, version: u64, spec: NodeSpec) -> ApiResult<()>;
     /// `DELETE /nodes/{id}?force=`.
     async fn remove_node(&self, key: &str, force: bool) -> ApiResult<()>;
+}
+
+/// The service and task endpoints (`/services`, `/tasks`), separate from [`SwarmApi`] so each
+/// can be faked on its own in the HTTP layer's tests.
+#[async_trait]
+pub trait ServiceApi: Send + Sync + 'static {
+    /// `POST /services/create` → (service ID, warnings).
+    async fn create_service(&self, spec: ServiceSpec) -> ApiResult<(String, Vec<String>)>;
+    /// `GET /services` with `ServiceStatus` filled in (the HTTP layer drops it unless `status=true`).
+    async fn list_services(&self) -> ApiResult<Vec<Service>>;
+    /// `GET /services/{id}`: `key` is an ID, a name or a unique ID prefix.
+    async fn inspect_service(&self, key: &str) -> ApiResult<Service>;
+    /// `POST /services/{id}/update?version=` (or `rollback=previous`, which ignores `spec`) → warnings.
+    async fn update_service(&self, key: &str, version: u64, spec: ServiceSpec, rollback: bool)
+        -> ApiResult<Vec<String>>;
+    /// `DELETE /services/{id}`.
+    async fn remove_service(&self, key: &str) -> ApiResult<()>;
+    /// `GET /tasks` (unfiltered; the HTTP layer applies `filters`).
+    async fn list_tasks(&self) -> ApiResult<Vec<Task>>;
+    /// `GET /tasks/{id}`.
+    async fn inspect_task(&self, key: &str) -> ApiResult<Task>;
 }

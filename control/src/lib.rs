@@ -20,10 +20,11 @@ pub mod manager;
 pub mod objects;
 pub mod raft_network;
 pub mod rpc;
+mod service_api;
 pub mod state;
 pub mod store;
 pub mod tls;
 pub mod token;
 
-pub use api::SwarmApi;
+pub use api::{ServiceApi, SwarmApi};
 pub use error::{ApiError, ApiResult, ErrorKind};

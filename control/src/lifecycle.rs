@@ -24,7 +24,7 @@ use crate::{tls, token};
 
 impl Daemon {
     /// The running manager, or Docker's error for a worker or a node outside any swarm.
-    fn require_manager(&self) -> ApiResult<Arc<Manager>> {
+    pub(crate) fn require_manager(&self) -> ApiResult<Arc<Manager>> {
         match (self.core.local(), self.core.manager()) {
             (None, _) => Err(ApiError::not_in_swarm()),
             (Some(_), None) => Err(ApiError::not_a_manager()),

@@ -17,6 +17,7 @@ use openraft::{BasicNode, ChangeMembers, ServerState};
 use tokio::sync::watch;
 
 use crate::error::{ApiError, ApiResult};
+use crate::objects::service::{Task, TaskState, TaskStatus};
 use crate::objects::{ManagerStatus, Node, NodeDescription, NodeRole, NodeState, NodeStatus, Reachability};
 use crate::raft_network::Network;
 use crate::rpc::pb;
@@ -343,6 +344,44 @@ impl Manager {
             raft_member: record.raft_id.is_some() && self.is_voter(record.raft_id.unwrap_or_default()),
             removed: false,
         })
+    }
+
+    /// The tasks a node must run or stop, answered once the state moved past `since` (or after
+    /// `wait`, so agents re-poll and notice a lost manager).
+    pub async fn assignments(&self, node_id: &str, since: u64, wait: Duration) -> (u64, Vec<Task>) {
+        let mut applied = self.applied.clone();
+        let _ = tokio::time::timeout(wait, applied.wait_for(|i| *i > since)).await;
+        let index = *applied.borrow();
+        let state = self.state.read().expect("state lock");
+        let tasks = state
+            .tasks
+            .values()
+            .filter(|t| t.node_id == node_id)
+            .filter(|t| !(t.status.state.is_terminal() && t.desired_state >= TaskState::Shutdown))
+            .cloned()
+            .collect();
+        (index, tasks)
+    }
+
+    /// Records task states reported by `node_id`, which may only report its own tasks.
+    pub async fn report_task_status(&self, node_id: &str, updates: Vec<(String, TaskStatus)>) -> ApiResult<()> {
+        {
+            let state = self.state.read().expect("state lock");
+            for (id, _) in &updates {
+                if let Some(task) = state.tasks.get(id) {
+                    if task.node_id != node_id {
+                        return Err(ApiError::new(
+                            crate::error::ErrorKind::Forbidden,
+                            format!("task {id} is not assigned to node {node_id}"),
+                        ));
+                    }
+                }
+            }
+        }
+        if updates.is_empty() {
+            return Ok(());
+        }
+        self.propose(Command::UpdateTaskStatus { updates }).await.map(|_| ())
     }
 
     /// One pass of the leader's duties: down detection and demotions.

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
-use crate::objects::service::{Service, ServiceSpec, Task, TaskStatus, UpdateStatus};
+use crate::objects::service::{Endpoint, Service, ServiceSpec, Task, TaskStatus, UpdateState, UpdateStatus};
 use crate::objects::{Node, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus, Swarm, SwarmSpec, Version};
 
 /// The cluster object plus what only managers may see: the root CA's key.
@@ -110,9 +110,10 @@ pub enum Command {
     /// `POST /services/create`; the proposer chose the ID and checked the name is free.
     CreateService { service: Box<Service> },
     /// `POST /services/{id}/update`; the current spec becomes `PreviousSpec`.
-    UpdateService { id: String, version: u64, spec: Box<ServiceSpec> },
-    /// `POST /services/{id}/update?rollback=previous`: back to `PreviousSpec`.
-    RollbackService { id: String, version: u64 },
+    UpdateService { id: String, version: u64, spec: Box<ServiceSpec>, endpoint: Endpoint },
+    /// `POST /services/{id}/update?rollback=previous`: back to `PreviousSpec`. `version` is
+    /// `None` when the orchestrator rolls back a failed update on its own.
+    RollbackService { id: String, version: Option<u64>, endpoint: Option<Endpoint> },
     /// `DELETE /services/{id}`; the orchestrator then shuts its tasks down.
     RemoveService { id: String },
     /// The orchestrator's decisions.
@@ -246,7 +247,7 @@ impl ClusterState {
                 self.services.insert(service.id.clone(), service);
                 Ok(())
             }
-            Command::UpdateService { id, version, spec } => {
+            Command::UpdateService { id, version, spec, endpoint } => {
                 let name_taken = self.services.values().any(|s| s.id != *id && s.spec.name == spec.name);
                 let service = self.services.get_mut(id).ok_or_else(|| service_not_found(id))?;
                 if service.version.index != *version {
@@ -259,14 +260,15 @@ impl ClusterState {
                     )));
                 }
                 service.previous_spec = Some(std::mem::replace(&mut service.spec, (**spec).clone()));
+                service.endpoint = endpoint.clone();
                 service.update_status = None;
                 service.version = Version { index };
                 service.updated_at = at;
                 Ok(())
             }
-            Command::RollbackService { id, version } => {
+            Command::RollbackService { id, version, endpoint } => {
                 let service = self.services.get_mut(id).ok_or_else(|| service_not_found(id))?;
-                if service.version.index != *version {
+                if version.is_some_and(|v| v != service.version.index) {
                     return Err(ApiError::out_of_sequence());
                 }
                 let previous = service.previous_spec.take().ok_or_else(|| {
@@ -275,7 +277,20 @@ impl ClusterState {
                     ))
                 })?;
                 service.previous_spec = Some(std::mem::replace(&mut service.spec, previous));
-                service.update_status = None;
+                if let Some(endpoint) = endpoint {
+                    service.endpoint = endpoint.clone();
+                }
+                // A rollback is an update to the previous spec, tracked as such (Docker's states).
+                service.update_status = Some(UpdateStatus {
+                    state: UpdateState::RollbackStarted,
+                    started_at: Some(at),
+                    completed_at: None,
+                    message: if version.is_some() {
+                        "manually requested rollback".into()
+                    } else {
+                        "update rolled back due to failure or early termination of task".into()
+                    },
+                });
                 service.version = Version { index };
                 service.updated_at = at;
                 Ok(())

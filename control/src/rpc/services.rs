@@ -241,6 +241,9 @@ impl pb::control_server::Control for Services {
     }
 }
 
+/// How long an assignments long poll waits for a change before answering anyway.
+const ASSIGNMENTS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[tonic::async_trait]
 impl pb::dispatcher_server::Dispatcher for Services {
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
@@ -248,5 +251,25 @@ impl pb::dispatcher_server::Dispatcher for Services {
         let identity = caller(&req)?;
         let reply = manager.heartbeat(&identity.node_id, req.into_inner()).await.map_err(status_of)?;
         Ok(Response::new(reply))
+    }
+
+    async fn assignments(
+        &self,
+        req: Request<pb::AssignmentsRequest>,
+    ) -> Result<Response<pb::AssignmentsResponse>, Status> {
+        let manager = self.manager()?;
+        let identity = caller(&req)?;
+        let since = req.into_inner().since_index;
+        let (index, tasks) = manager.assignments(&identity.node_id, since, ASSIGNMENTS_WAIT).await;
+        let tasks = serde_json::to_vec(&tasks).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::AssignmentsResponse { index, tasks }))
+    }
+
+    async fn update_task_status(&self, req: Request<pb::Json>) -> Result<Response<pb::Empty>, Status> {
+        let manager = self.manager()?;
+        let identity = caller(&req)?;
+        let updates = from_json(req.get_ref())?;
+        manager.report_task_status(&identity.node_id, updates).await.map_err(status_of)?;
+        Ok(Response::new(pb::Empty {}))
     }
 }
