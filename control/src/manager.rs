@@ -67,9 +67,11 @@ impl Manager {
         let applied = state_machine.applied_index();
         let config = openraft::Config {
             cluster_name: "shoal".into(),
-            heartbeat_interval: 100,
-            election_timeout_min: 400,
-            election_timeout_max: 800,
+            // Failover target 1.5 s (docs/SPECIFICATION.md): a new leader within one election
+            // timeout of the old one going quiet, with room for one split vote.
+            heartbeat_interval: 50,
+            election_timeout_min: 200,
+            election_timeout_max: 400,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
             max_in_snapshot_log_to_keep: 500,
             ..Default::default()
