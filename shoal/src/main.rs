@@ -20,6 +20,13 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // Hidden subcommands the task runtime re-executes this binary with: they must never reach
+    // clap (no help, no async runtime, single-threaded until they fork).
+    match std::env::args().nth(1).as_deref() {
+        Some("__task-init") => mesh_agent::runtime::task_init_main(),
+        Some("__echo") => mesh_agent::echo::echo_main(std::env::args().skip(2).collect()),
+        _ => {}
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
