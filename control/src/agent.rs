@@ -108,6 +108,7 @@ async fn promote(core: &Arc<Core>) -> anyhow::Result<()> {
     if core.renew_certificate().await? != NodeRole::Manager {
         return Ok(());
     }
+    core.start_server().await?;
     core.stop_manager(true).await;
     core.start_manager().await?;
     join_raft(core).await
@@ -137,5 +138,6 @@ async fn demote(core: &Arc<Core>) -> anyhow::Result<()> {
     tracing::info!("demoted: stopping the manager");
     core.stop_manager(true).await;
     core.renew_certificate().await?;
+    core.start_server().await?;
     Ok(())
 }

@@ -80,6 +80,9 @@ pub struct Core {
     agent_stop: Mutex<Option<watch::Sender<bool>>>,
     /// Serializes init/join/leave/promotion so two of them never interleave.
     pub(crate) lifecycle: tokio::sync::Mutex<()>,
+    /// Made on first use: it mounts cgroup hierarchies, which a node that never runs a task
+    /// should not need.
+    runtime: Mutex<Option<Arc<mesh_agent::runtime::Runtime>>>,
 }
 
 impl Core {
@@ -93,6 +96,22 @@ impl Core {
 
     pub fn local(&self) -> Option<LocalState> {
         self.local.read().expect("local lock").clone()
+    }
+
+    /// Where task directories (state, logs) live.
+    pub fn tasks_dir(&self) -> PathBuf {
+        self.data_root.join("tasks")
+    }
+
+    /// The task runtime, created on first use.
+    pub fn runtime(&self) -> anyhow::Result<Arc<mesh_agent::runtime::Runtime>> {
+        let mut slot = self.runtime.lock().expect("runtime lock");
+        if let Some(runtime) = slot.as_ref() {
+            return Ok(runtime.clone());
+        }
+        let runtime = Arc::new(mesh_agent::runtime::Runtime::new(&self.tasks_dir())?);
+        *slot = Some(runtime.clone());
+        Ok(runtime)
     }
 
     pub(crate) fn peers(&self) -> Option<Arc<Peers>> {
@@ -156,25 +175,36 @@ impl Core {
         }
     }
 
-    /// Starts the manager parts: the 2377 listener and the Raft node (from its files if any).
-    pub(crate) async fn start_manager(self: &Arc<Self>) -> anyhow::Result<Arc<Manager>> {
+    /// (Re)starts the 2377 listener with the node's current certificate. Every node serves it:
+    /// Agent RPCs everywhere, manager RPCs only where a manager runs.
+    pub(crate) async fn start_server(self: &Arc<Self>) -> anyhow::Result<()> {
+        self.stop_server();
         let local = self.local().ok_or_else(|| anyhow::anyhow!("not in a swarm"))?;
-        let peers = self.install_identity()?;
         let (root, cert, key) = self.load_certs()?;
         let server_config = tls::server_config(&root, &cert, &key)?;
-        let manager = Manager::start(&self.raft_dir(), &local.node_id, peers).await?;
-        *self.manager.write().expect("manager lock") = Some(manager.clone());
         let listen: SocketAddr = local.listen_addr.parse()?;
         let stop = server::spawn(listen, server_config, self.clone()).await?;
         *self.server_stop.lock().expect("server lock") = Some(stop);
-        Ok(manager)
+        Ok(())
     }
 
-    /// Stops the manager parts; `wipe` also deletes the Raft files.
-    pub(crate) async fn stop_manager(&self, wipe: bool) {
+    pub(crate) fn stop_server(&self) {
         if let Some(stop) = self.server_stop.lock().expect("server lock").take() {
             let _ = stop.send(true);
         }
+    }
+
+    /// Starts the Raft node (from its files if any).
+    pub(crate) async fn start_manager(self: &Arc<Self>) -> anyhow::Result<Arc<Manager>> {
+        let local = self.local().ok_or_else(|| anyhow::anyhow!("not in a swarm"))?;
+        let peers = self.install_identity()?;
+        let manager = Manager::start(&self.raft_dir(), &local.node_id, peers).await?;
+        *self.manager.write().expect("manager lock") = Some(manager.clone());
+        Ok(manager)
+    }
+
+    /// Stops the Raft node; `wipe` also deletes the Raft files.
+    pub(crate) async fn stop_manager(&self, wipe: bool) {
         let manager = self.manager.write().expect("manager lock").take();
         if let Some(manager) = manager {
             manager.shutdown().await;
@@ -189,7 +219,8 @@ impl Core {
         if let Some(old) = self.agent_stop.lock().expect("agent lock").replace(tx) {
             let _ = old.send(true);
         }
-        tokio::spawn(crate::agent::run(self.clone(), rx));
+        tokio::spawn(crate::agent::run(self.clone(), rx.clone()));
+        tokio::spawn(crate::executor::run(self.clone(), rx));
     }
 
     fn stop_agent(&self) {
@@ -201,7 +232,16 @@ impl Core {
     /// Stops everything and forgets the swarm (certificates, Raft, identity).
     pub(crate) async fn forget_swarm(&self) {
         self.stop_agent();
+        self.stop_server();
         self.stop_manager(true).await;
+        // Leaving the swarm takes its tasks along, as Docker removes a swarm node's containers.
+        let runtime = self.runtime.lock().expect("runtime lock").clone();
+        if let Some(runtime) = runtime {
+            runtime.stop_all(std::time::Duration::from_secs(10)).await;
+            for id in runtime.list() {
+                let _ = runtime.remove(&id).await;
+            }
+        }
         *self.peers.write().expect("peers lock") = None;
         *self.root_ca_pem.write().expect("ca lock") = None;
         *self.local.write().expect("local lock") = None;
@@ -259,6 +299,7 @@ impl Daemon {
             server_stop: Mutex::new(None),
             agent_stop: Mutex::new(None),
             lifecycle: tokio::sync::Mutex::new(()),
+            runtime: Mutex::new(None),
         });
         let node_json = core.swarm_dir().join("node.json");
         if node_json.exists() {
@@ -266,6 +307,7 @@ impl Daemon {
             tracing::info!(node_id = %local.node_id, role = local.role.as_str(), "resuming swarm membership");
             *core.local.write().expect("local lock") = Some(local.clone());
             core.install_identity()?;
+            core.start_server().await?;
             if local.role == NodeRole::Manager {
                 core.start_manager().await?;
             }
@@ -277,6 +319,7 @@ impl Daemon {
     /// Stops the node's swarm parts (not its membership) for a clean daemon exit.
     pub async fn shutdown(&self) {
         self.core.stop_agent();
+        self.core.stop_server();
         self.core.stop_manager(false).await;
     }
 

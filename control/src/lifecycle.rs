@@ -53,7 +53,11 @@ impl Daemon {
         let core = &self.core;
         core.save_certs(ca.cert_pem(), &cert, &key).map_err(internal)?;
         core.save_local(&local).map_err(internal)?;
-        let manager = match core.start_manager().await {
+        let started = match core.start_server().await {
+            Ok(()) => core.start_manager().await,
+            Err(e) => Err(e),
+        };
+        let manager = match started {
             Ok(manager) => manager,
             Err(e) => {
                 core.forget_swarm().await;
@@ -184,6 +188,7 @@ impl Daemon {
         core.save_certs(&reply.root_ca_pem, &reply.cert_pem, &key.key_pem).map_err(internal)?;
         core.save_local(&local).map_err(internal)?;
         core.install_identity().map_err(internal)?;
+        core.start_server().await.map_err(internal)?;
         if role == NodeRole::Manager {
             let manager = core.start_manager().await.map_err(internal)?;
             if let Err(e) = crate::agent::join_raft(core).await {

@@ -92,6 +92,7 @@ impl Manager {
             stop,
         });
         tokio::spawn(leader_loop(Arc::downgrade(&manager), manager.stop.subscribe()));
+        tokio::spawn(orchestrator_loop(Arc::downgrade(&manager), manager.stop.subscribe()));
         Ok(manager)
     }
 
@@ -427,6 +428,25 @@ impl Manager {
         }
     }
 
+    /// One orchestrator pass: automatic rollbacks first, then the reconciliation plan.
+    async fn orchestrate_once(&self) {
+        let state = self.state();
+        for id in crate::orchestrator::rollback_needed(&state) {
+            let command = Command::RollbackService { id: id.clone(), version: None, endpoint: None };
+            if let Err(e) = self.propose(command).await {
+                tracing::warn!("rolling back service {id} failed: {e}");
+            }
+        }
+        let state = self.state();
+        let plan = crate::orchestrator::reconcile(&state, chrono::Utc::now(), &mut crate::rpc::services::new_node_id);
+        if plan.is_empty() {
+            return;
+        }
+        if let Err(e) = self.propose(Command::ApplyPlan { plan: Box::new(plan) }).await {
+            tracing::warn!("committing the orchestrator's plan failed: {e}");
+        }
+    }
+
     /// Nodes as the API shows them, with `ManagerStatus` computed from Raft and liveness.
     pub fn node_views(&self, state: &ClusterState) -> Vec<Node> {
         let leader = self.current_leader();
@@ -455,6 +475,27 @@ pub fn heartbeat_period(state: &ClusterState) -> Duration {
         Duration::from_secs(5)
     } else {
         Duration::from_nanos(ns as u64)
+    }
+}
+
+/// On the leader: turns the desired state into tasks, after every change and at least every
+/// 100 ms (restart delays and update delays are measured against the clock).
+async fn orchestrator_loop(manager: std::sync::Weak<Manager>, mut stop: watch::Receiver<bool>) {
+    let mut applied = match manager.upgrade() {
+        Some(m) => m.applied.clone(),
+        None => return,
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = applied.changed() => {}
+            _ = stop.changed() => return,
+        }
+        let Some(manager) = manager.upgrade() else { return };
+        if !manager.is_leader() {
+            continue;
+        }
+        manager.orchestrate_once().await;
     }
 }
 

@@ -30,7 +30,7 @@ pub struct NodeRecord {
     pub node: Node,
     /// The node's Raft ID while it is a member of the Raft group.
     pub raft_id: Option<u64>,
-    /// `ip:port` of the node's manager listener; empty for nodes that never were managers.
+    /// `ip:port` of the node's 2377 listener (Agent RPCs on every node, manager RPCs on managers).
     pub manager_addr: String,
 }
 

@@ -43,12 +43,24 @@ pub async fn spawn(
     Ok(stop_tx)
 }
 
-/// Binds with SO_REUSEADDR so a restarted manager gets its port back at once.
+/// Binds with SO_REUSEADDR so a restarted manager gets its port back at once; a listener being
+/// replaced (new certificate) may still hold the port for a moment, so `AddrInUse` is retried.
 async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match try_bind(listen) {
+            Ok(listener) => return Ok(listener),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(anyhow::anyhow!("failed to listen on remote API address {listen}: {e}")),
+        }
+    }
+}
+
+fn try_bind(listen: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if listen.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
-    socket
-        .bind(listen)
-        .map_err(|e| anyhow::anyhow!("failed to listen on remote API address {listen}: {e}"))?;
-    Ok(socket.listen(1024)?)
+    socket.bind(listen)?;
+    socket.listen(1024)
 }

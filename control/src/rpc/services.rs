@@ -116,7 +116,8 @@ impl pb::node_ca_server::NodeCa for Services {
                 manager_status: None,
             },
             raft_id: None,
-            manager_addr: if role == NodeRole::Manager { req.manager_addr } else { String::new() },
+            // Every node serves Agent RPCs there; managers also serve Raft and the rest.
+            manager_addr: req.manager_addr,
         };
         manager.propose(Command::AddNode { node: record }).await.map_err(status_of)?;
         Ok(Response::new(pb::IssueResponse {
