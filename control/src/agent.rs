@@ -80,6 +80,35 @@ async fn beat(core: &Arc<Core>, preferred: &mut usize) -> anyhow::Result<pb::Hea
     Err(last)
 }
 
+/// The port every node gossips on, as Docker's 7946.
+pub const GOSSIP_PORT: u16 = 7946;
+
+/// Joins the SWIM gossip on 7946 with the managers as seeds. Without gossip the node still
+/// works (heartbeats decide liveness), only slower to notice deaths: a failure is logged, not fatal.
+pub(crate) async fn start_gossip(core: Arc<Core>) {
+    let Some(local) = core.local() else { return };
+    let Ok(ip) = local.advertise_addr.parse::<std::net::IpAddr>() else { return };
+    let bind = std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), GOSSIP_PORT);
+    let config = mesh_agent::gossip::GossipConfig::new(&local.node_id, bind, std::net::SocketAddr::new(ip, GOSSIP_PORT));
+    match mesh_agent::gossip::Gossip::start(config).await {
+        Ok(gossip) => {
+            gossip.join(&gossip_seeds(&local.managers));
+            if let Some(old) = core.gossip.lock().expect("gossip lock").replace(gossip) {
+                tokio::spawn(old.shutdown());
+            }
+        }
+        Err(e) => tracing::warn!("gossip on {bind} is unavailable, liveness falls back to heartbeats: {e:#}"),
+    }
+}
+
+fn gossip_seeds(managers: &[(String, String)]) -> Vec<std::net::SocketAddr> {
+    managers
+        .iter()
+        .filter_map(|(_, addr)| addr.parse::<std::net::SocketAddr>().ok())
+        .map(|addr| std::net::SocketAddr::new(addr.ip(), GOSSIP_PORT))
+        .collect()
+}
+
 async fn act_on(core: &Arc<Core>, reply: &pb::HeartbeatResponse) -> anyhow::Result<()> {
     let Some(mut local) = core.local() else { return Ok(()) };
     if reply.removed {
@@ -90,6 +119,9 @@ async fn act_on(core: &Arc<Core>, reply: &pb::HeartbeatResponse) -> anyhow::Resu
     }
     let managers: Vec<(String, String)> = reply.managers.iter().map(|p| (p.node_id.clone(), p.addr.clone())).collect();
     if !managers.is_empty() && managers != local.managers {
+        if let Some(gossip) = core.gossip.lock().expect("gossip lock").as_ref() {
+            gossip.join(&gossip_seeds(&managers));
+        }
         local.managers = managers;
         core.save_local(&local)?;
     }

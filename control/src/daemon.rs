@@ -83,6 +83,8 @@ pub struct Core {
     /// Made on first use: it mounts cgroup hierarchies, which a node that never runs a task
     /// should not need.
     runtime: Mutex<Option<Arc<mesh_agent::runtime::Runtime>>>,
+    /// SWIM membership on 7946, shared with the manager's liveness monitor.
+    pub(crate) gossip: crate::manager::SharedGossip,
 }
 
 impl Core {
@@ -198,7 +200,7 @@ impl Core {
     pub(crate) async fn start_manager(self: &Arc<Self>) -> anyhow::Result<Arc<Manager>> {
         let local = self.local().ok_or_else(|| anyhow::anyhow!("not in a swarm"))?;
         let peers = self.install_identity()?;
-        let manager = Manager::start(&self.raft_dir(), &local.node_id, peers).await?;
+        let manager = Manager::start(&self.raft_dir(), &local.node_id, peers, self.gossip.clone()).await?;
         *self.manager.write().expect("manager lock") = Some(manager.clone());
         Ok(manager)
     }
@@ -219,6 +221,7 @@ impl Core {
         if let Some(old) = self.agent_stop.lock().expect("agent lock").replace(tx) {
             let _ = old.send(true);
         }
+        tokio::spawn(crate::agent::start_gossip(self.clone()));
         tokio::spawn(crate::agent::run(self.clone(), rx.clone()));
         tokio::spawn(crate::executor::run(self.clone(), rx));
     }
@@ -226,6 +229,9 @@ impl Core {
     fn stop_agent(&self) {
         if let Some(stop) = self.agent_stop.lock().expect("agent lock").take() {
             let _ = stop.send(true);
+        }
+        if let Some(gossip) = self.gossip.lock().expect("gossip lock").take() {
+            tokio::spawn(gossip.shutdown());
         }
     }
 
@@ -300,6 +306,7 @@ impl Daemon {
             agent_stop: Mutex::new(None),
             lifecycle: tokio::sync::Mutex::new(()),
             runtime: Mutex::new(None),
+            gossip: Arc::new(Mutex::new(None)),
         });
         let node_json = core.swarm_dir().join("node.json");
         if node_json.exists() {

@@ -40,8 +40,12 @@ pub fn raft_id_for(node_id: &str) -> u64 {
     u64::from_be_bytes(bytes).max(1)
 }
 
+/// The node's gossip membership, if it runs (shared with the daemon that starts and stops it).
+pub type SharedGossip = Arc<Mutex<Option<mesh_agent::gossip::Gossip>>>;
+
 pub struct Manager {
     pub raft: Raft,
+    gossip: SharedGossip,
     pub raft_id: NodeId,
     pub node_id: String,
     state: SharedState,
@@ -60,7 +64,12 @@ struct Liveness {
 
 impl Manager {
     /// Opens (or creates) the Raft store under `dir` and starts the Raft node.
-    pub async fn start(dir: &Path, node_id: &str, peers: Arc<Peers>) -> anyhow::Result<Arc<Manager>> {
+    pub async fn start(
+        dir: &Path,
+        node_id: &str,
+        peers: Arc<Peers>,
+        gossip: SharedGossip,
+    ) -> anyhow::Result<Arc<Manager>> {
         std::fs::create_dir_all(dir)?;
         let (log_store, state_machine) = store::open(&dir.join("raft.redb"))?;
         let state = state_machine.shared_state();
@@ -83,6 +92,7 @@ impl Manager {
         let (stop, _) = watch::channel(false);
         let manager = Arc::new(Manager {
             raft,
+            gossip,
             raft_id,
             node_id: node_id.to_string(),
             state,
@@ -395,6 +405,17 @@ impl Manager {
         }
         let state = self.state();
         let grace = heartbeat_period(&state) * HEARTBEAT_GRACE;
+        // Gossip sees a death in about 2 s; heartbeats take 3 periods. A node is down when either
+        // says so, unless it heartbeated after gossip declared it down.
+        let gossip_down: HashMap<String, Instant> = match self.gossip.lock().expect("gossip lock").as_ref() {
+            Some(gossip) => gossip
+                .members()
+                .into_iter()
+                .filter(|m| m.state == mesh_agent::gossip::MemberState::Down)
+                .map(|m| (m.node_id, m.since))
+                .collect(),
+            None => HashMap::new(),
+        };
         let mut down = Vec::new();
         {
             let mut liveness = self.liveness.lock().expect("liveness lock");
@@ -406,15 +427,20 @@ impl Manager {
             for id in state.nodes.keys() {
                 let seen = *liveness.last_seen.entry(id.clone()).or_insert(now);
                 let record = &state.nodes[id];
-                if record.node.status.state != NodeState::Down && now.duration_since(seen) > grace {
-                    down.push(id.clone());
+                if record.node.status.state == NodeState::Down || id == &self.node_id {
+                    continue;
+                }
+                if now.duration_since(seen) > grace {
+                    down.push((id.clone(), "heartbeat failure"));
+                } else if gossip_down.get(id).is_some_and(|since| seen < *since) {
+                    down.push((id.clone(), "node is unreachable (gossip)"));
                 }
             }
         }
-        for id in down {
+        for (id, why) in down {
             let mut status = state.nodes[&id].node.status.clone();
             status.state = NodeState::Down;
-            status.message = "heartbeat failure".into();
+            status.message = why.into();
             let _ = self.propose(Command::SetNodeStatus { id: id.clone(), status, description: None }).await;
         }
         for record in state.nodes.values() {

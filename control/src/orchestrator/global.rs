@@ -2,8 +2,9 @@
 //!
 //! A node gets a task when it is `ready`, `active` and meets the service's constraints. A node
 //! that is removed, down, drained, or stops meeting the constraints has its task shut down; a
-//! paused node keeps what it runs but gets nothing new, not even an update (swarmkit). The slot of
-//! a global task is its node, so restarts and rolling updates work as for replicated services.
+//! paused node keeps what it runs but gets nothing new, not even an update (swarmkit). The tasks
+//! of a removed node are set to desired `remove` and reaped. The slot of a global task is its
+//! node, so restarts and rolling updates work as for replicated services.
 
 use std::collections::BTreeMap;
 
@@ -18,12 +19,11 @@ use crate::objects::{NodeAvailability, NodeState};
 
 pub(crate) fn reconcile<'a>(pass: &mut Pass<'_>, service: &'a Service, tasks: Vec<&'a Task>) -> ServiceWork<'a> {
     let constraints = constraints(service);
-    let mut by_node: BTreeMap<String, Vec<&'a Task>> = BTreeMap::new();
+    let mut slots: BTreeMap<String, Slot<'a>> = BTreeMap::new();
     for task in tasks {
-        by_node.entry(task.node_id.clone()).or_default().push(task);
+        let key = || Slot::new(SlotKey::Node(task.node_id.clone()), Vec::new());
+        slots.entry(task.node_id.clone()).or_insert_with(key).add(task);
     }
-    let mut slots: BTreeMap<String, Slot<'a>> =
-        by_node.into_iter().map(|(n, tasks)| (n.clone(), Slot::new(SlotKey::Node(n), tasks))).collect();
 
     for (node_id, slot) in slots.iter_mut() {
         let node = pass.node(node_id);
@@ -34,6 +34,10 @@ pub(crate) fn reconcile<'a>(pass: &mut Pass<'_>, service: &'a Service, tasks: Ve
             retire(pass, task, &constraints, Enforce::Shutdown);
             if !fits && is_live(task) {
                 set_desired(task, TaskState::Shutdown);
+            }
+            // A removed node never comes back: its tasks leave the history (swarmkit deletes them).
+            if node.is_none() {
+                set_desired(task, TaskState::Remove);
             }
         }
     }
@@ -48,13 +52,10 @@ pub(crate) fn reconcile<'a>(pass: &mut Pass<'_>, service: &'a Service, tasks: Ve
             continue;
         }
         let ready = node.status.state == NodeState::Ready;
-        let slot = slots.entry(node_id.clone()).or_insert_with(|| Slot::new(SlotKey::Node(node_id.clone()), Vec::new()));
+        let slot =
+            slots.entry(node_id.clone()).or_insert_with(|| Slot::new(SlotKey::Node(node_id.clone()), Vec::new()));
         let taken = slot.has_live() || slot.newest().is_some_and(|t| t.desired_state != TaskState::Remove);
-        let create = if !taken {
-            true
-        } else {
-            !slot.has_live() && restart::decide(slot, pass.now) == Decision::Now
-        };
+        let create = if !taken { true } else { !slot.has_live() && restart::decide(slot, pass.now) == Decision::Now };
         if create && ready {
             let task = new_task(pass, service, &slot.key);
             slot.push(task);
@@ -91,6 +92,13 @@ mod tests {
         sim.add_node(node("n4", "h4"));
         sim.converge();
         assert_eq!(sim.running_per_node(&id), [1, 1, 1, 1]);
+
+        // A node that leaves for good takes its task's history with it.
+        sim.set_node_state("n4", NodeState::Down);
+        sim.apply(crate::state::Command::RemoveNode { id: "n4".into(), force: false });
+        sim.converge();
+        assert_eq!(sim.running_per_node(&id), [1, 1, 1]);
+        assert!(sim.tasks_of(&id).iter().all(|t| t.node_id != "n4"));
     }
 
     #[test]
@@ -114,7 +122,8 @@ mod tests {
 
         sim.set_node_state("n3", NodeState::Down);
         sim.converge();
-        let live = sim.tasks_of(&id).into_iter().filter(|t| t.desired_state == crate::objects::service::TaskState::Running);
+        let live =
+            sim.tasks_of(&id).into_iter().filter(|t| t.desired_state == crate::objects::service::TaskState::Running);
         assert_eq!(live.count(), 0);
 
         // Everything back: one new task per node, the old ones stay shut down.

@@ -17,7 +17,8 @@ pub const DEFAULT_HISTORY_LIMIT: i64 = 5;
 
 /// A task that will never run again.
 fn reapable(task: &Task) -> bool {
-    task.status.state.is_terminal() || (task.desired_state > TaskState::Running && task.status.state < TaskState::Assigned)
+    task.status.state.is_terminal()
+        || (task.desired_state > TaskState::Running && task.status.state < TaskState::Assigned)
 }
 
 fn cluster_limit(pass: &Pass<'_>) -> i64 {
@@ -52,7 +53,11 @@ fn trim_slot(slot: &mut Slot<'_>, limit: i64, deleted: &mut Vec<String>) {
 
 /// Tasks whose service is gone: desired `remove`, deleted once they stopped. Returns the ones
 /// that stay, changed or not.
-pub(crate) fn removed_service<'a>(pass: &Pass<'_>, tasks: Vec<&'a Task>, deleted: &mut Vec<String>) -> Vec<TaskView<'a>> {
+pub(crate) fn removed_service<'a>(
+    pass: &Pass<'_>,
+    tasks: Vec<&'a Task>,
+    deleted: &mut Vec<String>,
+) -> Vec<TaskView<'a>> {
     let mut kept = Vec::new();
     for task in tasks {
         let mut task = TaskView::Same(task);

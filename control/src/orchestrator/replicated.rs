@@ -8,13 +8,13 @@
 //! the n-th copy on its node, lowest slot first), so the survivors stay spread; with a balanced
 //! spread that removes the highest slots. Slots without a single assigned live task go first.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use super::constraint::{parse_constraints, Constraint};
 use super::liveness::{retire, sweep, Enforce};
 use super::restart::{self, Decision};
 use super::slot::{new_task, set_desired, Slot, SlotKey};
-use super::{update, Pass, ServiceWork};
+use super::{update, FastMap, Pass, ServiceWork};
 use crate::objects::service::{Service, Task, TaskState};
 
 pub(crate) fn replicas(service: &Service) -> u64 {
@@ -32,12 +32,10 @@ fn taken(slot: &Slot<'_>) -> bool {
 
 pub(crate) fn reconcile<'a>(pass: &mut Pass<'_>, service: &'a Service, tasks: Vec<&'a Task>) -> ServiceWork<'a> {
     let constraints = constraints(service);
-    let mut by_slot: BTreeMap<u64, Vec<&'a Task>> = BTreeMap::new();
+    let mut slots: BTreeMap<u64, Slot<'a>> = BTreeMap::new();
     for task in tasks {
-        by_slot.entry(task.slot).or_default().push(task);
+        slots.entry(task.slot).or_insert_with(|| Slot::new(SlotKey::Replica(task.slot), Vec::new())).add(task);
     }
-    let mut slots: BTreeMap<u64, Slot<'a>> =
-        by_slot.into_iter().map(|(n, tasks)| (n, Slot::new(SlotKey::Replica(n), tasks))).collect();
     for slot in slots.values_mut() {
         for task in slot.tasks.iter_mut() {
             sweep(pass, task);
@@ -74,9 +72,9 @@ pub(crate) fn reconcile<'a>(pass: &mut Pass<'_>, service: &'a Service, tasks: Ve
         }
     }
 
-    let taken: HashSet<u64> = taken.into_iter().collect();
+    taken.sort_unstable();
     let mut updatable: Vec<&mut Slot<'a>> =
-        slots.iter_mut().filter(|(n, _)| taken.contains(n)).map(|(_, slot)| slot).collect();
+        slots.iter_mut().filter(|(n, _)| taken.binary_search(n).is_ok()).map(|(_, slot)| slot).collect();
     let update_status = update::step(pass, service, &constraints, &mut updatable);
 
     ServiceWork { service, slots: slots.into_values().collect(), update_status }
@@ -87,7 +85,7 @@ fn survivors(slots: &BTreeMap<u64, Slot<'_>>, taken: &[u64], want: usize) -> Vec
     let running = |n: &u64| slots[n].live().any(|t| t.status.state == TaskState::Running);
     let mut order: Vec<u64> = taken.to_vec();
     order.sort_by_key(|n| (!running(n), *n));
-    let mut copies: HashMap<&str, usize> = HashMap::new();
+    let mut copies: FastMap<&str, usize> = FastMap::default();
     let mut ranked: Vec<(usize, u64)> = order
         .iter()
         .map(|n| {
@@ -168,8 +166,11 @@ mod tests {
         sim.set_availability("n1", NodeAvailability::Drain);
         sim.converge();
         assert_eq!(sim.running_per_node(&id), [0, 3, 3]);
-        assert!(sim.tasks_of(&id).iter().filter(|t| t.node_id == "n1").all(|t| t.status.state == TaskState::Shutdown
-            && t.desired_state == TaskState::Shutdown));
+        assert!(sim
+            .tasks_of(&id)
+            .iter()
+            .filter(|t| t.node_id == "n1")
+            .all(|t| t.status.state == TaskState::Shutdown && t.desired_state == TaskState::Shutdown));
     }
 
     #[test]

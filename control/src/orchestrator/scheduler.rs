@@ -11,11 +11,11 @@
 //!
 //! Resource reservations and platforms are not checked yet (no task asks for them today).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 
 use super::constraint::{node_matches, parse_constraints, Constraint};
 use super::slot::{is_live, TaskView};
-use super::{Pass, ServiceWork};
+use super::{FastMap, Pass, ServiceWork};
 use crate::objects::service::{PortProtocol, PublishMode, Service, Task, TaskState, TaskStatus};
 use crate::objects::{NodeAvailability, NodeState};
 use crate::state::NodeRecord;
@@ -52,7 +52,7 @@ struct NodeLoad<'a> {
     record: &'a NodeRecord,
     /// Live tasks (desired `running`) assigned and not yet stopped: swarmkit's `ActiveTasksCount`.
     total: u32,
-    by_service: HashMap<usize, u32>,
+    by_service: FastMap<usize, u32>,
     /// Host-mode ports held by any task on the node that has not stopped yet.
     ports: HashSet<HostPort>,
 }
@@ -95,7 +95,7 @@ fn needs_node(task: &Task) -> bool {
 
 struct Cluster<'a> {
     nodes: Vec<NodeLoad<'a>>,
-    index: HashMap<&'a str, usize>,
+    index: FastMap<&'a str, usize>,
 }
 
 impl<'a> Cluster<'a> {
@@ -104,7 +104,7 @@ impl<'a> Cluster<'a> {
             .state
             .nodes
             .values()
-            .map(|record| NodeLoad { record, total: 0, by_service: HashMap::new(), ports: HashSet::new() })
+            .map(|record| NodeLoad { record, total: 0, by_service: FastMap::default(), ports: HashSet::new() })
             .collect();
         let index = nodes.iter().enumerate().map(|(i, n)| (n.record.node.id.as_str(), i)).collect();
         let mut cluster = Cluster { nodes, index };
@@ -226,8 +226,12 @@ pub(crate) fn schedule(pass: &Pass<'_>, works: &mut [ServiceWork<'_>]) {
             let placement = group[0].spec.placement.clone().unwrap_or_default();
             // Constraints were validated by the API; like swarmkit, a list that does not parse is ignored.
             let constraints = parse_constraints(&placement.constraints).unwrap_or_default();
-            let request =
-                Request { service: s, constraints: &constraints, max_replicas: placement.max_replicas, ports: &ports[s] };
+            let request = Request {
+                service: s,
+                constraints: &constraints,
+                max_replicas: placement.max_replicas,
+                ports: &ports[s],
+            };
             schedule_group(pass, &mut cluster, &request, group);
         }
     }
@@ -264,7 +268,8 @@ fn schedule_group(pass: &Pass<'_>, cluster: &mut Cluster<'_>, request: &Request<
     for task in free.by_ref() {
         let Some(first) = candidates.pop_first() else {
             let reason = explain(cluster.nodes.iter().filter_map(|load| request.check(load)));
-            let err = if reason.is_empty() { "no suitable node".to_string() } else { format!("no suitable node ({reason})") };
+            let err =
+                if reason.is_empty() { "no suitable node".to_string() } else { format!("no suitable node ({reason})") };
             leave_pending(task, &err, pass);
             for task in free.by_ref() {
                 leave_pending(task, &err, pass);
@@ -302,9 +307,16 @@ mod tests {
             let tasks: Vec<&Task> = sim.state.tasks.values().filter(|t| t.service_id == service.id).collect();
             let counts: Vec<String> = node_ids
                 .iter()
-                .map(|n| tasks.iter().filter(|t| t.node_id == *n && t.desired_state == TaskState::Running).count().to_string())
+                .map(|n| {
+                    tasks
+                        .iter()
+                        .filter(|t| t.node_id == *n && t.desired_state == TaskState::Running)
+                        .count()
+                        .to_string()
+                })
                 .collect();
-            let mut line = format!("{}:{}", service.spec.name, counts.iter().map(|c| format!(" {c}")).collect::<String>());
+            let mut line =
+                format!("{}:{}", service.spec.name, counts.iter().map(|c| format!(" {c}")).collect::<String>());
             let errors: BTreeSet<&str> =
                 tasks.iter().filter(|t| t.status.state == TaskState::Pending).map(|t| t.status.err.as_str()).collect();
             for err in errors {
@@ -410,8 +422,14 @@ mod tests {
     #[test]
     fn explain_sorts_by_failures_then_pipeline_order() {
         use Filter::*;
-        assert_eq!(explain([Constraint, Ready, Constraint].into_iter()), "scheduling constraints not satisfied on 2 nodes; 1 node not available for new tasks");
-        assert_eq!(explain([HostPort, Ready].into_iter()), "1 node not available for new tasks; host-mode port already in use on 1 node");
+        assert_eq!(
+            explain([Constraint, Ready, Constraint].into_iter()),
+            "scheduling constraints not satisfied on 2 nodes; 1 node not available for new tasks"
+        );
+        assert_eq!(
+            explain([HostPort, Ready].into_iter()),
+            "1 node not available for new tasks; host-mode port already in use on 1 node"
+        );
         assert_eq!(explain(std::iter::empty()), "");
     }
 }

@@ -59,9 +59,18 @@ pub(crate) struct Slot<'a> {
 }
 
 impl<'a> Slot<'a> {
-    pub fn new(key: SlotKey, mut tasks: Vec<&'a Task>) -> Self {
-        tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Slot { key, tasks: tasks.into_iter().map(TaskView::Same).collect() }
+    pub fn new(key: SlotKey, tasks: Vec<&'a Task>) -> Self {
+        let mut slot = Slot { key, tasks: Vec::with_capacity(tasks.len()) };
+        for task in tasks {
+            slot.add(task);
+        }
+        slot
+    }
+
+    /// Adds a task of the state, keeping the order (the common case appends).
+    pub fn add(&mut self, task: &'a Task) {
+        let at = self.tasks.partition_point(|t| (t.created_at, t.id.as_str()) <= (task.created_at, task.id.as_str()));
+        self.tasks.insert(at, TaskView::Same(task));
     }
 
     /// Tasks the cluster still wants running (desired state up to `running`).
@@ -80,7 +89,6 @@ impl<'a> Slot<'a> {
     pub fn push(&mut self, task: Task) {
         self.tasks.push(TaskView::Changed(Box::new(task)));
     }
-
 }
 
 pub(crate) fn is_live(task: &Task) -> bool {

@@ -117,7 +117,8 @@ fn settle(pass: &Pass<'_>, service: &Service, constraints: &[Constraint], slot: 
         return;
     }
     let live: Vec<usize> = (0..slot.tasks.len()).filter(|i| is_live(&slot.tasks[*i])).collect();
-    let clean: Vec<usize> = live.iter().copied().filter(|i| !is_dirty(pass, service, constraints, &slot.tasks[*i])).collect();
+    let clean: Vec<usize> =
+        live.iter().copied().filter(|i| !is_dirty(pass, service, constraints, &slot.tasks[*i])).collect();
     let keep = match clean.iter().rev().find(|i| slot.tasks[**i].status.state == TaskState::Running) {
         Some(i) => *i,
         None if clean.is_empty() => *live.last().expect("two live tasks"),

@@ -71,7 +71,8 @@ fn start_first_keeps_every_slot_running() {
     // Data-driven: the order decides whether a slot is ever without a running task.
     for (order, always_running) in [(UpdateOrder::StartFirst, true), (UpdateOrder::StopFirst, false)] {
         let mut sim = cluster();
-        let id = sim.create(with_update(replicated("web", 3), UpdateConfig { parallelism: 1, order, ..Default::default() }));
+        let id =
+            sim.create(with_update(replicated("web", 3), UpdateConfig { parallelism: 1, order, ..Default::default() }));
         sim.converge();
         set_image(&mut sim, &id, "v2");
         let mut min_running = usize::MAX;
@@ -108,7 +109,8 @@ fn failure_pauses_the_update() {
     assert_eq!(message, format!("update paused due to failure or early termination of task {}", first_bad.id));
     // Parallelism 1: only one slot was touched; the others still run the old spec.
     assert_eq!(sim.running_slots(&id).len(), 2);
-    let old = sim.tasks_of(&id).into_iter().filter(|t| image(t) == "shoal/echo" && t.desired_state == TaskState::Running);
+    let old =
+        sim.tasks_of(&id).into_iter().filter(|t| image(t) == "shoal/echo" && t.desired_state == TaskState::Running);
     assert_eq!(old.count(), 2);
 }
 
@@ -130,11 +132,7 @@ fn failure_rolls_back_to_the_previous_spec() {
     }
     assert_eq!(
         seen,
-        [
-            Some(UpdateState::Updating),
-            Some(UpdateState::RollbackStarted),
-            Some(UpdateState::RollbackCompleted)
-        ]
+        [Some(UpdateState::Updating), Some(UpdateState::RollbackStarted), Some(UpdateState::RollbackCompleted)]
     );
     assert_eq!(update_state(&sim, &id).unwrap().1, "rollback completed");
     assert_eq!(sim.state.services[&id].spec.task_template.container_spec.image, "shoal/echo");
@@ -200,8 +198,10 @@ fn placement_only_changes_keep_tasks_whose_node_still_fits() {
     sim.converge();
     let before: Vec<String> = sim.tasks_of(&id).into_iter().map(|t| t.id).collect();
     sim.update(&id, |s| {
-        s.task_template.placement =
-            Some(crate::objects::service::Placement { constraints: vec!["node.role==worker".into()], ..Default::default() })
+        s.task_template.placement = Some(crate::objects::service::Placement {
+            constraints: vec!["node.role==worker".into()],
+            ..Default::default()
+        })
     });
     sim.converge();
     let after: Vec<String> = sim.tasks_of(&id).into_iter().map(|t| t.id).collect();
