@@ -54,3 +54,36 @@ pub trait ServiceApi: Send + Sync + 'static {
     /// `GET /tasks/{id}`.
     async fn inspect_task(&self, key: &str) -> ApiResult<Task>;
 }
+
+/// Options of `GET /services/{id}/logs` and `GET /tasks/{id}/logs`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogOptions {
+    pub follow: bool,
+    /// Lines from the end of each task's log; `None` for all.
+    pub tail: Option<u64>,
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// One line of a task's output, with where it came from.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LogMessage {
+    pub node_id: String,
+    pub service_id: String,
+    pub task_id: String,
+    /// 1 = stdout, 2 = stderr (the multiplexed stream's numbers).
+    pub stream: u8,
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+    pub line: String,
+}
+
+/// Task output, gathered from the nodes running the tasks.
+#[async_trait]
+pub trait LogsApi: Send + Sync + 'static {
+    /// Lines of every task of a service (`key`: ID, name or unique prefix); the stream ends when
+    /// all nodes finished (never, with `follow`, until the receiver is dropped).
+    async fn service_logs(&self, key: &str, options: LogOptions) -> ApiResult<tokio::sync::mpsc::Receiver<LogMessage>>;
+    /// Lines of one task (`key`: ID or unique prefix).
+    async fn task_logs(&self, key: &str, options: LogOptions) -> ApiResult<tokio::sync::mpsc::Receiver<LogMessage>>;
+}

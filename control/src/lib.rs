@@ -16,6 +16,7 @@ pub mod ca;
 pub mod daemon;
 pub mod error;
 pub mod executor;
+mod logs;
 mod lifecycle;
 pub mod manager;
 pub mod objects;
@@ -28,5 +29,5 @@ pub mod store;
 pub mod tls;
 pub mod token;
 
-pub use api::{ServiceApi, SwarmApi};
+pub use api::{LogMessage, LogOptions, LogsApi, ServiceApi, SwarmApi};
 pub use error::{ApiError, ApiResult, ErrorKind};

@@ -38,7 +38,7 @@ pub fn find_service<'a>(state: &'a ClusterState, key: &str) -> ApiResult<&'a Ser
     }
 }
 
-fn find_task<'a>(state: &'a ClusterState, key: &str) -> ApiResult<&'a Task> {
+pub(crate) fn find_task<'a>(state: &'a ClusterState, key: &str) -> ApiResult<&'a Task> {
     if let Some(task) = state.tasks.get(key) {
         return Ok(task);
     }

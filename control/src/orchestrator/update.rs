@@ -180,11 +180,6 @@ pub(crate) fn step<'a>(
         })
         .collect();
 
-    let mut is_dirty_slot = vec![false; slots.len()];
-    for &i in &dirty {
-        is_dirty_slot[i] = true;
-    }
-
     let mut changed = None;
     let (mode, started_at) = match running {
         Some(r) => r,
@@ -196,6 +191,10 @@ pub(crate) fn step<'a>(
         }
     };
     let config = Config::of(service, mode);
+    let mut is_dirty_slot = vec![false; slots.len()];
+    for &i in &dirty {
+        is_dirty_slot[i] = true;
+    }
 
     // What the update's own tasks tell.
     let mut in_flight = false;

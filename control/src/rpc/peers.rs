@@ -38,6 +38,20 @@ impl Peers {
         Ok(channel)
     }
 
+    /// A channel to node `node_id`'s 2377 listener at `addr`, checking that the certificate
+    /// there names that node (every node certificate carries its ID as a DNS name).
+    pub fn node(&self, addr: &str, node_id: &str) -> anyhow::Result<Channel> {
+        let key = format!("{node_id}@{addr}");
+        let mut channels = self.channels.lock().expect("peers channel lock");
+        if let Some(channel) = channels.get(&key) {
+            return Ok(channel.clone());
+        }
+        let config = self.config.read().expect("peers config lock").clone();
+        let channel = transport::channel(addr, config, node_id)?;
+        channels.insert(key, channel.clone());
+        Ok(channel)
+    }
+
     /// Forgets a channel whose connection failed so the next call dials again.
     pub fn forget(&self, addr: &str) {
         self.channels.lock().expect("peers channel lock").remove(addr);

@@ -31,7 +31,8 @@ pub async fn spawn(
         .add_service(pb::raft_server::RaftServer::new(services.clone()).max_decoding_message_size(MAX_MESSAGE))
         .add_service(pb::raft_membership_server::RaftMembershipServer::new(services.clone()))
         .add_service(pb::control_server::ControlServer::new(services.clone()).max_decoding_message_size(MAX_MESSAGE))
-        .add_service(pb::dispatcher_server::DispatcherServer::new(services));
+        .add_service(pb::dispatcher_server::DispatcherServer::new(services.clone()))
+        .add_service(pb::agent_server::AgentServer::new(services));
     tokio::spawn(async move {
         let stopped = async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;

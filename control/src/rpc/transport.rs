@@ -111,7 +111,7 @@ fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl Strea
 ///
 /// `server_name` is what the server certificate must carry ([`tls::MANAGER_SERVER_NAME`] for
 /// managers); with [`tls::fetch_ca_client_config`] it is not checked.
-pub fn channel(addr: &str, config: Arc<rustls::ClientConfig>, server_name: &'static str) -> anyhow::Result<Channel> {
+pub fn channel(addr: &str, config: Arc<rustls::ClientConfig>, server_name: &str) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10))
@@ -120,9 +120,11 @@ pub fn channel(addr: &str, config: Arc<rustls::ClientConfig>, server_name: &'sta
         .keep_alive_timeout(Duration::from_secs(5));
     let connector = TlsConnector::from(config);
     let addr = addr.to_string();
+    let server_name = server_name.to_string();
     let connect = tower::service_fn(move |_uri: http::Uri| {
         let connector = connector.clone();
         let addr = addr.clone();
+        let server_name = server_name.clone();
         async move {
             let tcp = TcpStream::connect(&addr).await?;
             tcp.set_nodelay(true)?;
