@@ -180,6 +180,9 @@ async fn reconcile(
     for task in tasks {
         let wanted = task.desired_state <= TaskState::Running;
         match locals.get_mut(&task.id) {
+            // Only tasks the scheduler placed (assigned or later) run; a global task carries its
+            // node even while pending.
+            None if task.status.state < TaskState::Assigned => {}
             None if wanted && task.status.state <= TaskState::Running => {
                 // A task we do not know: adopt it if it survived an agent restart, else start it.
                 if let Some(running) = runtime.adopt(&task.id).await {

@@ -271,6 +271,15 @@ impl ClusterState {
                 if version.is_some_and(|v| v != service.version.index) {
                     return Err(ApiError::out_of_sequence());
                 }
+                // An automatic rollback applies once, to the update the orchestrator marked for it;
+                // a retried or re-sent one must not swap the failed spec back in.
+                let marked = service.update_status.as_ref().filter(|u| {
+                    u.state == UpdateState::RollbackStarted && u.started_at.is_none()
+                });
+                let automatic_message = marked.map(|u| u.message.clone());
+                if version.is_none() && marked.is_none() {
+                    return Ok(());
+                }
                 let previous = service.previous_spec.take().ok_or_else(|| {
                     ApiError::invalid(format!(
                         "rpc error: code = FailedPrecondition desc = service {id} does not have a previous spec"
@@ -285,10 +294,10 @@ impl ClusterState {
                     state: UpdateState::RollbackStarted,
                     started_at: Some(at),
                     completed_at: None,
-                    message: if version.is_some() {
-                        "manually requested rollback".into()
-                    } else {
-                        "update rolled back due to failure or early termination of task".into()
+                    message: match automatic_message {
+                        Some(message) if version.is_none() && !message.is_empty() => message,
+                        _ if version.is_some() => "manually requested rollback".into(),
+                        _ => "update rolled back due to failure or early termination of task".into(),
                     },
                 });
                 service.version = Version { index };
@@ -304,8 +313,12 @@ impl ClusterState {
                     let mut task = task.clone();
                     if let Some(existing) = self.tasks.get(&task.id) {
                         task.created_at = existing.created_at;
-                        // An agent's report committed meanwhile is never undone by the plan.
-                        if existing.status.state > task.status.state {
+                        // An agent's report committed meanwhile is never undone by the plan: a later
+                        // state wins, and in the same state the newer report (its PID, its message).
+                        let existing_newer = existing.status.state > task.status.state
+                            || (existing.status.state == task.status.state
+                                && existing.status.timestamp > task.status.timestamp);
+                        if existing_newer {
                             task.status = existing.status.clone();
                         }
                         if existing.desired_state > task.desired_state {
