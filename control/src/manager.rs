@@ -166,7 +166,7 @@ impl Manager {
     /// Commits `command` and returns its log index once it is applied on this node.
     pub async fn propose(&self, command: Command) -> ApiResult<u64> {
         let proposal = Proposal::now(command);
-        let index = tokio::time::timeout(QUORUM_WAIT, self.propose_inner(proposal))
+        let index = tokio::time::timeout(QUORUM_WAIT, retry_while_leaderless(|| self.propose_inner(proposal.clone())))
             .await
             .map_err(|_| ApiError::no_leader())??;
         self.wait_applied(index).await;
@@ -211,7 +211,9 @@ impl Manager {
 
     /// Makes the next local read at least as new as every write committed before this call.
     pub async fn read_barrier(&self) -> ApiResult<()> {
-        let index = tokio::time::timeout(QUORUM_WAIT, self.read_index()).await.map_err(|_| ApiError::no_leader())??;
+        let index = tokio::time::timeout(QUORUM_WAIT, retry_while_leaderless(|| self.read_index()))
+            .await
+            .map_err(|_| ApiError::no_leader())??;
         self.wait_applied(index).await;
         Ok(())
     }
@@ -477,6 +479,22 @@ impl Manager {
     pub fn node_views(&self, state: &ClusterState) -> Vec<Node> {
         let leader = self.current_leader();
         state.nodes.values().map(|record| node_view(record, leader)).collect()
+    }
+}
+
+/// Retries `attempt` while it fails only because no leader answers (an election in progress, a
+/// leader that just stepped down); the caller bounds the whole by [`QUORUM_WAIT`].
+async fn retry_while_leaderless<F, Fut>(mut attempt: F) -> ApiResult<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ApiResult<u64>>,
+{
+    let no_leader = ApiError::no_leader();
+    loop {
+        match attempt().await {
+            Err(e) if e == no_leader => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => return other,
+        }
     }
 }
 
