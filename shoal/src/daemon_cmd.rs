@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Args;
 use control::daemon::{Daemon, DaemonConfig};
-use control::SwarmApi;
+use control::{ServiceApi, SwarmApi};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
@@ -66,7 +66,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         data_root: args.data_root.clone(),
     };
     let api: Arc<dyn SwarmApi> = daemon.clone();
-    let router = api::router(api, engine);
+    let services: Arc<dyn ServiceApi> = daemon.clone();
+    let router = api::router(api, services, engine);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();

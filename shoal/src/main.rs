@@ -30,7 +30,13 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
+            let argv: Vec<String> = std::env::args().collect();
+            match cli::flag_error_text(&e, &argv) {
+                Some(text) => eprintln!("{text}"),
+                None => {
+                    let _ = e.print();
+                }
+            }
             // docker exits 125 on a command-line error; help and --version are not errors.
             return if e.use_stderr() { ExitCode::from(125) } else { ExitCode::SUCCESS };
         }

@@ -111,14 +111,14 @@ impl NodeFilter {
 }
 
 /// `key=value` → `(key, Some(value))`; `key` → `(key, None)` (matches any value).
-fn split_label(s: &str) -> (String, Option<String>) {
+pub fn split_label(s: &str) -> (String, Option<String>) {
     match s.split_once('=') {
         Some((k, v)) => (k.to_string(), Some(v.to_string())),
         None => (s.to_string(), None),
     }
 }
 
-fn labels_match(wanted: &[(String, Option<String>)], labels: &BTreeMap<String, String>) -> bool {
+pub fn labels_match(wanted: &[(String, Option<String>)], labels: &BTreeMap<String, String>) -> bool {
     wanted.iter().all(|(k, v)| match (labels.get(k), v) {
         (None, _) => false,
         (Some(_), None) => true,

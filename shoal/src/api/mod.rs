@@ -1,8 +1,10 @@
 //! The Docker Engine API subset `shoal daemon` serves (API v1.51, accepting v1.24 and up).
 //!
 //! Routes are a thin translation of paths, query strings and status codes onto
-//! [`control::SwarmApi`]; the JSON shapes come from `control::objects` unchanged. Everything here
-//! is generic over `Arc<dyn SwarmApi>` so the router can be driven in-process against a fake.
+//! [`control::SwarmApi`] (swarm, nodes) and [`control::ServiceApi`] (services, tasks); the JSON
+//! shapes come from `control::objects` unchanged. Everything here is generic over
+//! `Arc<dyn SwarmApi>` and `Arc<dyn ServiceApi>` so the router can be driven in-process against
+//! fakes.
 //!
 //! Requests may carry a `/v1.NN` prefix like dockerd's; [`version::strip_version_prefix`] removes
 //! it before routing, so the route table lists each path once.
@@ -10,10 +12,14 @@
 mod errors;
 mod filters;
 mod nodes;
+mod services;
 mod swarm;
 mod system;
+mod tasks;
 mod version;
 
+#[cfg(test)]
+mod service_tests;
 #[cfg(test)]
 mod tests;
 
@@ -22,10 +28,11 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
-use control::SwarmApi;
+use control::{ServiceApi, SwarmApi};
 use mesh_agent::host::HostFacts;
 use tower::Layer;
 
+pub use services::default_update_config;
 pub use system::{build_time, go_arch};
 pub use version::API_VERSION;
 
@@ -42,12 +49,13 @@ pub struct EngineFacts {
 #[derive(Clone)]
 pub struct AppState {
     pub api: Arc<dyn SwarmApi>,
+    pub services: Arc<dyn ServiceApi>,
     pub engine: Arc<EngineFacts>,
 }
 
 /// Builds the Engine API router. The returned router strips a `/v1.NN` prefix before routing.
-pub fn router(api: Arc<dyn SwarmApi>, engine: EngineFacts) -> Router {
-    let state = AppState { api, engine: Arc::new(engine) };
+pub fn router(api: Arc<dyn SwarmApi>, services: Arc<dyn ServiceApi>, engine: EngineFacts) -> Router {
+    let state = AppState { api, services, engine: Arc::new(engine) };
     let routes = Router::new()
         // A GET route also answers HEAD (axum drops the body), as dockerd does for /_ping.
         .route("/_ping", get(system::ping))
@@ -61,6 +69,13 @@ pub fn router(api: Arc<dyn SwarmApi>, engine: EngineFacts) -> Router {
         .route("/nodes", get(nodes::list))
         .route("/nodes/{id}", get(nodes::inspect).delete(nodes::remove))
         .route("/nodes/{id}/update", post(nodes::update))
+        .route("/services", get(services::list))
+        .route("/services/create", post(services::create))
+        .route("/services/{id}", get(services::inspect).delete(services::remove))
+        .route("/services/{id}/update", post(services::update))
+        .route("/tasks", get(tasks::list))
+        .route("/tasks/{id}", get(tasks::inspect))
+        .route("/distribution/{*image}", get(services::distribution))
         .fallback(errors::page_not_found)
         .method_not_allowed_fallback(errors::page_not_found)
         .with_state(state);

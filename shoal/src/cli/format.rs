@@ -58,8 +58,9 @@ fn column_widths(lines: &[Vec<&str>], min_width: usize, padding: usize) -> Vec<V
     widths
 }
 
-/// `sortorder.NaturalLess` as an ordering: digit runs compare as numbers ("node2" < "node10").
-fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+/// `sortorder.NaturalLess` as an ordering: digit runs compare as numbers ("node2" < "node10")
+/// and sort before other characters ("web2.1" < "web.1").
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
     loop {
         match (a.first(), b.first()) {
@@ -75,6 +76,9 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
                     return ord;
                 }
                 (a, b) = (&a[ra..], &b[rb..]);
+            }
+            (Some(x), Some(y)) if x.is_ascii_digit() != y.is_ascii_digit() => {
+                return if x.is_ascii_digit() { std::cmp::Ordering::Less } else { std::cmp::Ordering::Greater };
             }
             (Some(x), Some(y)) if x != y => return x.cmp(y),
             _ => (a, b) = (&a[1..], &b[1..]),

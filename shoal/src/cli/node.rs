@@ -1,4 +1,5 @@
-//! `shoal node ls|inspect|update|promote|demote|rm`, after docker's `cli/command/node`.
+//! `shoal node ls|inspect|ps|update|promote|demote|rm`, after docker's `cli/command/node`
+//! (`node ps` shares `service ps`'s task table, in [`super::service::ps`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,6 +20,8 @@ pub enum NodeCommand {
     Ls(LsArgs),
     /// Display detailed information on one or more nodes
     Inspect(InspectArgs),
+    /// List tasks running on one or more nodes, defaults to current node
+    Ps(super::service::ps::NodePsArgs),
     /// Update a node
     Update(UpdateArgs),
     /// Promote one or more nodes to manager in the swarm
@@ -92,6 +95,7 @@ pub async fn run(client: &Client, cmd: NodeCommand, out: &mut dyn Write) -> anyh
     match cmd {
         NodeCommand::Ls(args) => list(client, args, out).await,
         NodeCommand::Inspect(args) => inspect(client, args, out).await,
+        NodeCommand::Ps(args) => super::service::ps::node_ps(client, args, out).await,
         NodeCommand::Update(args) => {
             let merge = |node: &mut Node, _: &mut dyn Write| merge_update(&args, node).map(|()| true);
             update_nodes(client, std::slice::from_ref(&args.node), out, merge, str::to_string).await
@@ -141,7 +145,7 @@ fn joined(errors: Vec<String>) -> anyhow::Result<()> {
 }
 
 /// `-f key=value` flags as the `filters` JSON dockerd reads.
-fn filters_json(flags: &[String]) -> anyhow::Result<String> {
+pub(crate) fn filters_json(flags: &[String]) -> anyhow::Result<String> {
     let mut map: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
     for f in flags {
         let Some((k, v)) = f.split_once('=') else { bail!("bad format of filter (expected name=value)") };
@@ -169,7 +173,7 @@ async fn list(client: &Client, args: LsArgs, out: &mut dyn Write) -> anyhow::Res
 }
 
 /// docker's `node.Reference`: `self` is the current node's ID from `/info`.
-async fn reference(client: &Client, name: &str) -> anyhow::Result<String> {
+pub(crate) async fn reference(client: &Client, name: &str) -> anyhow::Result<String> {
     if name != "self" {
         return Ok(name.to_string());
     }

@@ -67,6 +67,9 @@ fn natural_order() {
     names.sort_by(|a, b| natural_cmp(a, b));
     assert_eq!(names, ["alpha", "node1", "node2", "node02", "node10"]);
     assert_eq!(natural_cmp("docker-node01", "docker-node02"), std::cmp::Ordering::Less);
+    // Digits sort before other characters, as in Go's sortorder.
+    assert_eq!(natural_cmp("web2.1", "web.1"), std::cmp::Ordering::Less);
+    assert_eq!(natural_cmp("a1", "ab"), std::cmp::Ordering::Less);
 }
 
 #[test]
