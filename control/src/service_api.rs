@@ -105,6 +105,11 @@ pub fn validate_spec(spec: &mut ServiceSpec) -> ApiResult<()> {
             return Err(invalid("UpdateConfig: max-failure-ratio must be between 0 and 1"));
         }
     }
+    if let Some(placement) = &spec.task_template.placement {
+        for constraint in &placement.constraints {
+            crate::orchestrator::parse_constraint(constraint).map_err(invalid)?;
+        }
+    }
     if let Some(network) = spec.task_template.networks.first() {
         // Overlay networks arrive with the networking issue; until then no network exists.
         return Err(ApiError::not_found(format!("network {} not found", network.target)));
@@ -336,6 +341,11 @@ mod tests {
         let mut s = spec("web", &[]);
         s.mode = ServiceMode { replicated: Some(ReplicatedService { replicas: Some(1) }), global: Some(Default::default()) };
         assert!(validate_spec(&mut s).is_err());
+        let mut s = spec("web", &[]);
+        s.task_template.placement =
+            Some(crate::objects::service::Placement { constraints: vec!["node.role=manager".into()], ..Default::default() });
+        let err = validate_spec(&mut s).unwrap_err();
+        assert_eq!(err.message, "rpc error: code = InvalidArgument desc = constraint expected one operator from ==, !=");
         let mut s = spec("", &[]);
         validate_spec(&mut s).unwrap();
         assert!(valid_name(&s.name), "generated name {:?}", s.name);

@@ -90,6 +90,34 @@ impl Client {
         Err(ClientError::Daemon { status, message: error_message(status, &bytes) })
     }
 
+    /// A GET whose 2xx body is read as it arrives (`logs --follow`); errors as [`Self::request`].
+    pub async fn get_stream(&self, path: &str) -> ClientResult<hyper::body::Incoming> {
+        let uri = format!("/v{API_VERSION}{path}");
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(&uri)
+            .header("Host", "shoal")
+            .header("User-Agent", concat!("shoal-cli/", env!("CARGO_PKG_VERSION")))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let response = match &self.host {
+            Host::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path).await.map_err(|_| self.connect_error())?;
+                send(TokioIo::new(stream), req).await?
+            }
+            Host::Tcp(addr) => {
+                let stream = tokio::net::TcpStream::connect(addr).await.map_err(|_| self.connect_error())?;
+                send(TokioIo::new(stream), req).await?
+            }
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response.into_body());
+        }
+        let bytes = response.into_body().collect().await.map_err(|e| ClientError::Transport(e.to_string()))?.to_bytes();
+        Err(ClientError::Daemon { status, message: error_message(status, &bytes) })
+    }
+
     fn connect_error(&self) -> ClientError {
         ClientError::Connect { host: self.display.clone() }
     }

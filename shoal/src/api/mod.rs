@@ -11,6 +11,7 @@
 
 mod errors;
 mod filters;
+pub(crate) mod logs;
 mod nodes;
 mod services;
 mod swarm;
@@ -28,7 +29,7 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
-use control::{ServiceApi, SwarmApi};
+use control::{LogsApi, ServiceApi, SwarmApi};
 use mesh_agent::host::HostFacts;
 use tower::Layer;
 
@@ -50,12 +51,18 @@ pub struct EngineFacts {
 pub struct AppState {
     pub api: Arc<dyn SwarmApi>,
     pub services: Arc<dyn ServiceApi>,
+    pub logs: Arc<dyn LogsApi>,
     pub engine: Arc<EngineFacts>,
 }
 
 /// Builds the Engine API router. The returned router strips a `/v1.NN` prefix before routing.
-pub fn router(api: Arc<dyn SwarmApi>, services: Arc<dyn ServiceApi>, engine: EngineFacts) -> Router {
-    let state = AppState { api, services, engine: Arc::new(engine) };
+pub fn router(
+    api: Arc<dyn SwarmApi>,
+    services: Arc<dyn ServiceApi>,
+    logs: Arc<dyn LogsApi>,
+    engine: EngineFacts,
+) -> Router {
+    let state = AppState { api, services, logs, engine: Arc::new(engine) };
     let routes = Router::new()
         // A GET route also answers HEAD (axum drops the body), as dockerd does for /_ping.
         .route("/_ping", get(system::ping))
@@ -73,6 +80,8 @@ pub fn router(api: Arc<dyn SwarmApi>, services: Arc<dyn ServiceApi>, engine: Eng
         .route("/services/create", post(services::create))
         .route("/services/{id}", get(services::inspect).delete(services::remove))
         .route("/services/{id}/update", post(services::update))
+        .route("/services/{id}/logs", get(logs::service_logs))
+        .route("/tasks/{id}/logs", get(logs::task_logs))
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::inspect))
         .route("/distribution/{*image}", get(services::distribution))

@@ -224,7 +224,7 @@ async fn call(fake: &Arc<FakeServices>, method: Method, uri: &str, body: &str) -
         engine_id: "engine-1".into(),
         data_root: PathBuf::from("/var/lib/shoal"),
     };
-    let app = router(fake.clone(), fake.clone(), engine);
+    let app = router(fake.clone(), fake.clone(), Arc::new(super::logs::tests::FakeLogs), engine);
     let req = Request::builder()
         .method(method)
         .uri(uri)

@@ -7,7 +7,7 @@ use std::io::Write;
 use anyhow::bail;
 use clap::Args;
 use control::objects::service::{
-    ContainerSpec, EndpointSpec, GlobalService, NetworkAttachmentConfig, Placement, PortConfig, ReplicatedService,
+    ContainerSpec, EndpointSpec, GlobalService, NetworkAttachmentConfig, Placement, ReplicatedService,
     ResourceLimits, ServiceMode, ServiceSpec, TaskResources, TaskSpec,
 };
 use serde::Deserialize;

@@ -8,6 +8,7 @@
 pub mod create;
 pub mod flags;
 pub mod inspect;
+pub mod logs;
 pub mod ls;
 pub mod ports;
 pub mod progress;
@@ -31,6 +32,8 @@ pub enum ServiceCommand {
     Create(Box<create::CreateArgs>),
     /// Display detailed information on one or more services
     Inspect(inspect::InspectArgs),
+    /// Fetch the logs of a service or task
+    Logs(logs::LogsArgs),
     /// List services
     #[command(visible_alias = "list")]
     Ls(ls::LsArgs),
@@ -64,6 +67,7 @@ pub async fn run(client: &Client, cmd: ServiceCommand, out: &mut dyn Write) -> a
     match cmd {
         ServiceCommand::Create(args) => create::run(client, *args, out).await,
         ServiceCommand::Inspect(args) => inspect::run(client, args, out).await,
+        ServiceCommand::Logs(args) => logs::run(client, args, out).await,
         ServiceCommand::Ls(args) => ls::run(client, args, out).await,
         ServiceCommand::Ps(args) => ps::service_ps(client, args, out).await,
         ServiceCommand::Rm { services } => remove(client, &services, out).await,
