@@ -60,8 +60,13 @@ impl Client {
         Ok(Client { host: Host::parse(spec)?, display: spec.to_string() })
     }
 
-    /// Sends one request to `/v1.51{path}` and returns the body of a 2xx answer.
-    pub async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> ClientResult<Bytes> {
+    /// Sends one request to `/v1.51{path}` and returns the answer, whatever its status.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> ClientResult<hyper::Response<hyper::body::Incoming>> {
         let uri = format!("/v{API_VERSION}{path}");
         let mut builder = Request::builder().method(method).uri(&uri).header("Host", "shoal");
         builder = builder.header("User-Agent", concat!("shoal-cli/", env!("CARGO_PKG_VERSION")));
@@ -71,17 +76,21 @@ impl Client {
         let req = builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Transport(e.to_string()))?;
-
-        let response = match &self.host {
+        match &self.host {
             Host::Unix(path) => {
                 let stream = tokio::net::UnixStream::connect(path).await.map_err(|_| self.connect_error())?;
-                send(TokioIo::new(stream), req).await?
+                send(TokioIo::new(stream), req).await
             }
             Host::Tcp(addr) => {
                 let stream = tokio::net::TcpStream::connect(addr).await.map_err(|_| self.connect_error())?;
-                send(TokioIo::new(stream), req).await?
+                send(TokioIo::new(stream), req).await
             }
-        };
+        }
+    }
+
+    /// Sends one request to `/v1.51{path}` and returns the body of a 2xx answer.
+    pub async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> ClientResult<Bytes> {
+        let response = self.exchange(method, path, body).await?;
         let status = response.status();
         let bytes = response.into_body().collect().await.map_err(|e| ClientError::Transport(e.to_string()))?.to_bytes();
         if status.is_success() {
@@ -92,24 +101,7 @@ impl Client {
 
     /// A GET whose 2xx body is read as it arrives (`logs --follow`); errors as [`Self::request`].
     pub async fn get_stream(&self, path: &str) -> ClientResult<hyper::body::Incoming> {
-        let uri = format!("/v{API_VERSION}{path}");
-        let req = Request::builder()
-            .method(Method::GET)
-            .uri(&uri)
-            .header("Host", "shoal")
-            .header("User-Agent", concat!("shoal-cli/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        let response = match &self.host {
-            Host::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path).await.map_err(|_| self.connect_error())?;
-                send(TokioIo::new(stream), req).await?
-            }
-            Host::Tcp(addr) => {
-                let stream = tokio::net::TcpStream::connect(addr).await.map_err(|_| self.connect_error())?;
-                send(TokioIo::new(stream), req).await?
-            }
-        };
+        let response = self.exchange(Method::GET, path, None).await?;
         let status = response.status();
         if status.is_success() {
             return Ok(response.into_body());
