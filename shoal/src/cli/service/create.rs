@@ -197,7 +197,9 @@ pub fn image_with_tag(image: &str) -> String {
 mod tests {
     use super::*;
     use clap::Parser;
-    use control::objects::service::{FailureAction, PortProtocol, PublishMode, RestartCondition, UpdateOrder};
+    use control::objects::service::{
+        FailureAction, PortConfig, PortProtocol, PublishMode, RestartCondition, UpdateOrder,
+    };
 
     #[derive(Parser)]
     struct T {
