@@ -11,7 +11,8 @@
 //!
 //! Each node's directory (`<lab dir>/node<i>/`) holds `data/` (the daemon's `--data-root`),
 //! `shoal.sock` and `daemon.log`. When a test panics, dropping the lab prints each daemon's log
-//! tail before removing everything.
+//! tail before removing everything: daemons, task processes (which survive their daemon on
+//! purpose), task cgroups, mounts under the lab directory, namespaces, files.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use crate::binary::shoal_bin;
 use crate::cmd::sh;
 use crate::netns;
 use crate::node::Node;
+use crate::tasks;
 
 /// How many log lines per node a failing test prints.
 const LOG_TAIL_LINES: usize = 80;
@@ -217,9 +219,17 @@ impl Lab {
         self.kept = true;
     }
 
-    /// Removes a kept lab: every namespace named `<prefix>-…` (killing what runs inside) and its
-    /// directory. Returns the namespaces removed.
+    /// Removes a kept lab: every namespace named `<prefix>-…` (killing what runs inside), the
+    /// task processes, cgroups and mounts of its nodes, and its directory. Returns the namespaces
+    /// removed.
     pub fn destroy(prefix: &str, dir: &Path) -> anyhow::Result<Vec<String>> {
+        // Daemons and shims first, so that nothing starts a task while the tasks are reaped.
+        for ns in netns::list()?.iter().filter(|n| n.starts_with(&format!("{prefix}-"))) {
+            netns::kill_all(ns);
+        }
+        for problem in tasks::reap_lab_dir(dir) {
+            eprintln!("netns-tests: {problem}");
+        }
         let deleted = netns::delete_with_prefix(&format!("{prefix}-"))?;
         if dir.exists() {
             std::fs::remove_dir_all(dir).with_context(|| format!("remove {}", dir.display()))?;
@@ -245,8 +255,17 @@ impl Drop for Lab {
         if std::thread::panicking() {
             self.print_logs(LOG_TAIL_LINES);
         }
+        // Daemons first, then what else runs in the node namespaces (task shims), so that nothing
+        // can start a task while the tasks, which outlive their daemon on purpose and run in
+        // namespaces of their own, are killed and their cgroups removed.
         for node in &self.nodes {
             node.kill9();
+        }
+        for ns in &self.created_ns {
+            netns::kill_all(ns);
+        }
+        for problem in tasks::reap_lab_dir(&self.dir) {
+            eprintln!("netns-tests: {problem}");
         }
         for ns in &self.created_ns {
             if let Err(e) = netns::kill_all_and_delete(ns) {

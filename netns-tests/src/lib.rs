@@ -13,9 +13,12 @@
 //! Tests wait with [`poll_until`] (a condition and a deadline), never with fixed sleeps.
 //!
 //! Module map: [`lab`] (namespaces, lifetime, swarm helpers), [`node`] (one node: daemon,
-//! faults, CLI/API access), [`swarm`] (forming a cluster, reading `node ls`), [`netns`] (namespace plumbing), [`http`] (a minimal Engine API
-//! client over the unix socket), [`table`] (parsing `node ls` tables), [`cmd`] (running
-//! commands with a hang guard), [`poll`], [`binary`] (finding and building `shoal`).
+//! faults, CLI/API access), [`swarm`] (forming a cluster, reading `node ls`), [`services`]
+//! (services and tasks through the API, reaching into a task), [`tasks`] (task processes,
+//! cgroups and mounts a node leaves behind, and removing them), [`netns`] (namespace plumbing),
+//! [`http`] (a minimal Engine API client over the unix socket), [`table`] (parsing `node ls`
+//! tables), [`cmd`] (running commands with a hang guard), [`poll`], [`binary`] (finding and
+//! building `shoal`).
 
 pub mod binary;
 pub mod cmd;
@@ -24,14 +27,17 @@ pub mod lab;
 pub mod netns;
 pub mod node;
 pub mod poll;
+pub mod services;
 pub mod swarm;
 pub mod table;
+pub mod tasks;
 
 pub use cmd::CmdOutput;
 pub use http::HttpResponse;
 pub use lab::{Lab, LabOptions};
 pub use node::Node;
-pub use poll::{poll_until, Observation};
+pub use poll::{poll_until, time_until, Observation};
+pub use services::TaskView;
 pub use table::{parse_node_ls, NodeRow};
 
 use std::time::Duration;

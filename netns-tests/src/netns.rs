@@ -32,14 +32,20 @@ pub fn pids(name: &str) -> Vec<i32> {
         .unwrap_or_default()
 }
 
-/// SIGKILLs every process in the namespace, then deletes it. Deleting a namespace that still has
-/// processes would only remove its name and keep the namespace (and its veths) alive.
-pub fn kill_all_and_delete(name: &str) -> anyhow::Result<()> {
+/// SIGKILLs every process in the namespace (daemons, task shims; not the tasks themselves, which
+/// have network namespaces of their own: see [`crate::tasks::reap`]).
+pub fn kill_all(name: &str) {
     for pid in pids(name) {
         // SAFETY: kill(2) has no memory effects; the pid comes from `ip netns pids` for a
         // namespace this harness created, so it is a process the lab started.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+}
+
+/// SIGKILLs every process in the namespace, then deletes it. Deleting a namespace that still has
+/// processes would only remove its name and keep the namespace (and its veths) alive.
+pub fn kill_all_and_delete(name: &str) -> anyhow::Result<()> {
+    kill_all(name);
     sh("ip", &["netns", "del", name]).map(drop)
 }
 
@@ -59,8 +65,9 @@ pub fn owner_pid(name: &str) -> Option<i32> {
     Some(pid)
 }
 
-/// Removes namespaces and lab directories left by runs whose process is gone. Errors are
-/// ignored: a parallel run may be sweeping the same leftovers.
+/// Removes namespaces and lab directories left by runs whose process is gone, with the task
+/// processes, cgroups and mounts of their nodes. Errors are ignored: a parallel run may be
+/// sweeping the same leftovers.
 pub fn sweep_stale(lab_dir_parent: &Path) {
     let me = std::process::id() as i32;
     let stale = |name: &str| owner_pid(name).is_some_and(|pid| pid != me && !pid_alive(pid));
@@ -74,6 +81,7 @@ pub fn sweep_stale(lab_dir_parent: &Path) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if stale(&name) {
+                let _ = crate::tasks::reap_lab_dir(&entry.path());
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
@@ -98,14 +106,19 @@ pub fn delete_with_prefix(prefix: &str) -> anyhow::Result<Vec<String>> {
 /// result. Only that thread moves; the caller and the rest of the process stay where they are.
 /// Sockets opened inside `f` stay bound to the namespace even after the thread ends.
 pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
-    let path = format!("/run/netns/{name}");
+    in_netns_at(Path::new(&format!("/run/netns/{name}")), f)
+}
+
+/// [`in_netns`] for a namespace named by a path: `/run/netns/<name>`, or `/proc/<pid>/ns/net`
+/// for the namespace of a process (a task's, say).
+pub fn in_netns_at<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
         s.spawn(|| {
-            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+            let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
             // SAFETY: setns(2) on a valid namespace fd; it changes only this thread's network
             // namespace, and this thread is ours and ends when `f` returns.
             let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns into {name}: {}", std::io::Error::last_os_error());
+            assert_eq!(r, 0, "setns into {}: {}", path.display(), std::io::Error::last_os_error());
             f()
         })
         .join()

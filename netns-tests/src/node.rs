@@ -266,6 +266,32 @@ impl Node {
         self.add_fault_chain("outbound", "egress");
     }
 
+    /// Drops about `percent` % of the IPv4 packets arriving on the node's `eth0`, at random
+    /// (nftables `numgen random`; the kernel here has no netem). Applied on every node, each
+    /// direction of every link loses that share independently. Undone by [`Node::heal_drops`].
+    pub fn drop_inbound_random(&self, percent: u32) {
+        assert!(percent <= 100, "{percent} % is not a share");
+        let script = format!(
+            "add table netdev {FAULT_TABLE}\n\
+             add chain netdev {FAULT_TABLE} lossy {{ type filter hook ingress device \"eth0\" priority -500; policy accept; }}\n\
+             flush chain netdev {FAULT_TABLE} lossy\n\
+             add rule netdev {FAULT_TABLE} lossy meta protocol ip numgen random mod 100 < {percent} counter drop\n"
+        );
+        self.nft(&script).unwrap_or_else(|e| panic!("{}: {e:#}", self.hostname));
+    }
+
+    /// How many packets the fault rules of this node dropped so far (their counters summed).
+    pub fn dropped_packets(&self) -> u64 {
+        let out =
+            sh("ip", &["netns", "exec", &self.ns, "nft", "list", "table", "netdev", FAULT_TABLE]).unwrap_or_default();
+        out.split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] == "packets")
+            .filter_map(|w| w[1].parse::<u64>().ok())
+            .sum()
+    }
+
     /// Removes all drops added by [`Node::drop_inbound`] / [`Node::drop_outbound`].
     pub fn heal_drops(&self) {
         let _ = self.nft(&format!("delete table netdev {FAULT_TABLE}"));

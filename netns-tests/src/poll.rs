@@ -58,6 +58,27 @@ pub fn try_poll_until<T, O: Observation<T>>(timeout: Duration, mut check: impl F
     }
 }
 
+/// Measures how long `check` takes to yield a value: polls every `interval` (fine-grained, for
+/// a figure a test prints or a benchmark reports) and panics after `timeout` like
+/// [`poll_until`]. Returns the value and the time from the call to the first successful poll.
+pub fn time_until<T, O: Observation<T>>(
+    timeout: Duration,
+    interval: Duration,
+    what: &str,
+    mut check: impl FnMut() -> O,
+) -> (T, Duration) {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < timeout {
+        match check().into_observation() {
+            Ok(v) => return (v, start.elapsed()),
+            Err(seen) => last = seen,
+        }
+        std::thread::sleep(interval);
+    }
+    panic!("timed out after {timeout:?} waiting for {what}; last observation: {last}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

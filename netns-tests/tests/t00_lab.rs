@@ -1,7 +1,7 @@
 //! Band 00: the lab itself. Every other test trusts these properties: nodes reach each other on
 //! the underlay, each daemon runs inside its node's namespace with its own hostname, faults do
 //! what they say, a crashed run's leftovers are swept, nothing leaks into the root namespace,
-//! and dropping a lab removes all of it.
+//! and dropping a lab removes all of it, task processes that outlive their daemon included.
 
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::MetadataExt;
@@ -9,6 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use netns_tests::cmd::{run_timeout, sh};
+use netns_tests::services::task_http_get;
+use netns_tests::tasks::{mounts_anywhere_under, namespace_holders, ns_of, process_mentions};
 use netns_tests::{netns, poll_until, Lab, SHORT};
 
 /// What the root namespace looks like to `ip` and `nft`: links, routes, rules.
@@ -163,4 +165,56 @@ fn stale_labs_of_dead_processes_are_swept() {
     assert!(!listed.contains(&stale), "stale {stale} was not swept");
     assert!(!stale_dir.exists(), "stale {} was not swept", stale_dir.display());
     assert!(live_kept, "the sweep removed {live}, whose owner is alive");
+}
+
+#[test]
+fn task_processes_cgroups_and_mounts_go_with_the_lab() {
+    let lab = Lab::with_daemons(2);
+    lab.form_swarm(1, &[]);
+    lab.node(1).service(&["create", "-d", "--name", "web", "--replicas", "4", "shoal/echo", "--http"]).assert_ok();
+    let tasks = lab.wait_converged(1, "web", 4);
+    let dir = lab.dir().to_path_buf();
+
+    // While the service runs, the harness sees what it must later remove: the tasks' processes
+    // (the API's PIDs are the recorded ones, and they answer), their cgroups, their namespaces,
+    // and mounts under the lab directory (cgroup hierarchies in the daemons' mount namespaces,
+    // /etc/resolv.conf and /etc/hosts in the tasks').
+    let records: Vec<_> = lab.nodes().iter().flat_map(|n| n.task_records()).collect();
+    let running: Vec<_> = records.iter().filter(|r| r.task_running()).collect();
+    assert_eq!(running.len(), 4, "recorded task processes: {records:#?}");
+    for task in &tasks {
+        assert!(running.iter().any(|r| r.pid.map(|p| p.0) == Some(task.pid)), "API pid {} not recorded", task.pid);
+        let (status, body) = task_http_get(task.pid, 80, "/").unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with(&format!("web.{}.", task.slot)), "{body}");
+    }
+    let cgroups: Vec<_> = running.iter().flat_map(|r| r.cgroups.clone()).collect();
+    assert!(!cgroups.is_empty() && cgroups.iter().all(|c| c.is_dir()), "task cgroups: {cgroups:?}");
+    let namespaces: Vec<String> = tasks.iter().map(|t| ns_of(t.pid, "net").unwrap()).collect();
+    let mounts = mounts_anywhere_under(&dir);
+    assert!(mounts.iter().any(|m| m.contains("cgroup")), "no cgroup mount seen under {}: {mounts:#?}", dir.display());
+    assert!(mounts.iter().any(|m| m.contains("resolv.conf")), "no task mount seen: {mounts:#?}");
+
+    // A daemon killed with -9 leaves its tasks running on purpose (a restarted agent adopts
+    // them); the lab must remove them all the same.
+    lab.node(2).kill9();
+    assert!(lab.node(2).running_task_processes().len() == 2, "node2's tasks died with their daemon");
+    drop(lab);
+
+    let live: Vec<_> = records.iter().filter(|r| !r.live_pids().is_empty()).map(|r| (&r.id, r.live_pids())).collect();
+    assert!(live.is_empty(), "task processes survived the lab: {live:?}");
+    let left: Vec<_> = cgroups.iter().filter(|c| c.exists()).collect();
+    assert!(left.is_empty(), "task cgroups survived the lab: {left:?}");
+    // Namespace inodes are reused by other labs' new namespaces: only this lab's processes count.
+    let mut ours: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    let dir_text = dir.to_string_lossy().into_owned();
+    ours.push(&dir_text);
+    for ns in &namespaces {
+        let holders: Vec<_> =
+            namespace_holders(ns).into_iter().filter(|(pid, _)| process_mentions(*pid, &ours)).collect();
+        assert!(holders.is_empty(), "task namespace {ns} survived the lab: {holders:?}");
+    }
+    let mounts = mounts_anywhere_under(&dir);
+    assert!(mounts.is_empty(), "mounts under {} survived the lab: {mounts:#?}", dir.display());
+    assert!(!dir.exists(), "{} survived the lab's drop", dir.display());
 }

@@ -18,6 +18,17 @@ fn token_parts(token: &str) -> (&str, &str) {
     rest.rsplit_once('-').unwrap_or_else(|| panic!("not a join token: {token}"))
 }
 
+/// `digest` with its last base-36 digit one lower (or `1` for a trailing `0`).
+fn off_by_one_last_digit(digest: &str) -> String {
+    let (head, last) = digest.split_at(digest.len() - 1);
+    let last = match last {
+        "0" => "1".to_string(),
+        "a" => "9".to_string(),
+        c => char::from(c.as_bytes()[0] - 1).to_string(),
+    };
+    format!("{head}{last}")
+}
+
 /// A different secret of the same length and alphabet (base36 lower-case).
 fn other_secret(secret: &str) -> String {
     secret
@@ -63,8 +74,10 @@ fn bad_foreign_and_rotated_tokens_are_refused() {
     lab.join_with_token(3, 1, &foreign).assert_fails_with("remote CA does not match fingerprint");
     assert_refused_cleanly(&lab, 3, 1);
 
-    // A corrupted digest of the right length fails the same way.
-    let corrupt = format!("SWMTKN-1-{}-{secret_a}", other_secret(digest_a));
+    // A corrupted digest of the right length fails the same way. Only its last base-36 digit
+    // moves (by one), so it stays a valid 256-bit number: corrupting every digit can overflow
+    // 2^256, which the token parser rightly refuses as "invalid join token" before any CA check.
+    let corrupt = format!("SWMTKN-1-{}-{secret_a}", off_by_one_last_digit(digest_a));
     lab.join_with_token(3, 1, &corrupt).assert_fails_with("remote CA does not match fingerprint");
     assert_refused_cleanly(&lab, 3, 1);
 

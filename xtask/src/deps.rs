@@ -27,7 +27,8 @@ pub const LAB: &[Tool] = &[
     Tool { command: "ip", package: "iproute2", why: "network namespaces, veths, bridge" },
     Tool { command: "nft", package: "nftables", why: "one-way drops inside node namespaces" },
     Tool { command: "unshare", package: "util-linux", why: "a hostname per node daemon" },
-    Tool { command: "nsenter", package: "util-linux", why: "the lab's self-test" },
+    Tool { command: "nsenter", package: "util-linux", why: "entering task namespaces (the demo, the tests)" },
+    Tool { command: "curl", package: "curl", why: "health checks in the service tests, the demo's request to a task" },
 ];
 
 /// Finds `command` on PATH or in the sbin directories a non-root PATH often lacks.

@@ -1,9 +1,12 @@
 //! `cargo xtask`: everything that is not `cargo build`.
 //!
-//! - `demo [--down]`: a 3-node lab running a swarm, left up for you to poke at.
+//! - `demo [--down]`: a 3-node lab running a swarm and a `shoal/echo` service, left up for you
+//!   to poke at.
 //! - `test [CARGO TEST ARGS…]`: every test tier, the privileged netns tests included (root).
 //! - `lab up [N] | lab down`: a bare lab of N nodes with daemons but no swarm.
 //! - `bench raft [--debug]`: leader failover and write latency, written to docs/benchmarks.md.
+//! - `bench services [--debug]`: time to run 100 replicas, node-failure detection and task
+//!   replacement, the in-process orchestrator at 100,000 tasks; written to docs/benchmarks.md.
 //!
 //! Each command first checks the system tools it needs and, when root on Debian, installs the
 //! missing ones with apt; otherwise it stops with the exact command to run.
@@ -19,12 +22,16 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
   demo [--down]         build shoal, start a 3-node lab with a swarm (1 manager, 2 workers)
-                        and leave it running; --down removes it
+                        running a 3-replica shoal/echo service, and leave it running; --down
+                        removes it
   test [ARGS...]        run every test tier (`cargo test --workspace`, or `cargo test ARGS`);
                         the netns tests need root
   lab up [N] | lab down a bare N-node lab (default 3) with daemons but no swarm
   bench raft [--debug]  leader failover and write latency on 3 managers (release build unless
                         --debug); prints the figures and writes them to docs/benchmarks.md
+  bench services [--debug]
+                        100 replicas to running, worker kill to down and to replaced (5 nodes),
+                        and the in-process orchestrator at 1,000 nodes / 100,000 tasks
 ";
 
 fn main() {
@@ -46,6 +53,8 @@ fn run() -> anyhow::Result<()> {
         ["lab", "down"] => labs::lab_down(),
         ["bench", "raft"] => bench::raft(false),
         ["bench", "raft", "--debug"] => bench::raft(true),
+        ["bench", "services"] => bench::services(false),
+        ["bench", "services", "--debug"] => bench::services(true),
         [] | ["help"] | ["-h"] | ["--help"] => {
             print!("{USAGE}");
             Ok(())

@@ -16,14 +16,15 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     let mut cmd = crate::cargo();
     cmd.arg("test");
     if args.is_empty() {
-        cmd.arg("--workspace");
+        // One failing band must not hide the others' results.
+        cmd.args(["--workspace", "--no-fail-fast"]);
     } else {
         cmd.args(args);
     }
     cmd.env("SHOAL_BIN", &bin);
     eprintln!(
         "xtask: cargo test {} (SHOAL_BIN={})",
-        if args.is_empty() { "--workspace".into() } else { args.join(" ") },
+        if args.is_empty() { "--workspace --no-fail-fast".into() } else { args.join(" ") },
         bin.display()
     );
     let status = cmd.status()?;

@@ -11,19 +11,16 @@
 //! this is a benchmark, not a test. The figures and the command go into docs/benchmarks.md.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use netns_tests::{poll_until, Lab, LabOptions, CLUSTER};
 use serde_json::json;
 
+use super::{doc_path, machine, ms, quantile, verdict, write_section};
 use crate::deps;
 
 const FAILOVER_ROUNDS: usize = 10;
 const WRITES: usize = 200;
-const BEGIN: &str = "<!-- xtask bench raft: begin -->";
-const END: &str = "<!-- xtask bench raft: end -->";
 
 struct Figures {
     failovers: Vec<Duration>,
@@ -47,8 +44,8 @@ pub fn raft(debug: bool) -> anyhow::Result<()> {
     drop(lab);
     let report = render(&figures, if debug { "debug" } else { "release" });
     println!("\n{report}");
-    let doc = netns_tests::binary::workspace_root().join("docs/benchmarks.md");
-    write_section(&doc, &report)?;
+    let doc = doc_path();
+    write_section(&doc, "raft", &report)?;
     println!("written to {}", doc.display());
     Ok(())
 }
@@ -116,31 +113,8 @@ fn writes(lab: &Lab, via: usize, target: &str) -> Vec<Duration> {
         .collect()
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// The `p`-quantile (0..=1) by nearest rank.
-fn quantile(samples: &[Duration], p: f64) -> Duration {
-    let mut s = samples.to_vec();
-    s.sort();
-    let rank = ((p * s.len() as f64).ceil() as usize).clamp(1, s.len());
-    s[rank - 1]
-}
-
-fn verdict(value: Duration, target: Duration) -> &'static str {
-    if value <= target {
-        "meets target"
-    } else {
-        "MISSES target"
-    }
-}
-
 fn render(f: &Figures, profile: &str) -> String {
-    let date = std::process::Command::new("date").args(["-u", "+%Y-%m-%d"]).output().ok();
-    let date = date.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let machine = machine();
     let fo_med = quantile(&f.failovers, 0.5);
     let fo_max = quantile(&f.failovers, 1.0);
     let wl = (quantile(&f.writes_leader, 0.5), quantile(&f.writes_leader, 0.99));
@@ -148,7 +122,7 @@ fn render(f: &Figures, profile: &str) -> String {
     let all: Vec<String> = f.failovers.iter().map(|d| format!("{:.0}", ms(*d))).collect();
     format!(
         "### Raft: failover and write latency (3 managers)\n\n\
-         Command: `sudo cargo xtask bench raft` ({profile} build) · {date} · kernel {kernel} · {cores} cores, \
+         Command: `sudo cargo xtask bench raft` ({profile} build) · {machine}, \
          all 3 daemons on this machine in one netns lab.\n\n\
          | figure | value | target | |\n|---|---|---|---|\n\
          | leader failover, median of {n} kill -9 | {:.0} ms | ≤ 1500 ms | {} |\n\
@@ -172,41 +146,4 @@ fn render(f: &Figures, profile: &str) -> String {
         n = f.failovers.len(),
         w = WRITES,
     )
-}
-
-/// Replaces the text between the raft markers in `doc` (appending the markers if absent).
-fn write_section(doc: &Path, report: &str) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(doc).unwrap_or_else(|_| "# Benchmarks\n".into());
-    let section = format!("{BEGIN}\n{report}{END}");
-    let new = match (text.find(BEGIN), text.find(END)) {
-        (Some(b), Some(e)) if b < e => format!("{}{section}{}", &text[..b], &text[e + END.len()..]),
-        _ => format!("{}\n{section}\n", text.trim_end()),
-    };
-    std::fs::write(doc, new).with_context(|| format!("write {}", doc.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantiles_by_nearest_rank() {
-        let s: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(quantile(&s, 0.5), Duration::from_millis(50));
-        assert_eq!(quantile(&s, 0.99), Duration::from_millis(99));
-        assert_eq!(quantile(&s, 1.0), Duration::from_millis(100));
-        assert_eq!(quantile(&s[..1], 0.99), Duration::from_millis(1));
-    }
-
-    #[test]
-    fn section_is_replaced_between_markers() {
-        let dir = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let doc = dir.join("b.md");
-        std::fs::write(&doc, format!("# B\n\nintro\n\n{BEGIN}\nold\n{END}\n\nafter\n")).unwrap();
-        write_section(&doc, "new\n").unwrap();
-        let text = std::fs::read_to_string(&doc).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(text, format!("# B\n\nintro\n\n{BEGIN}\nnew\n{END}\n\nafter\n"));
-    }
 }
