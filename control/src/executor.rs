@@ -46,13 +46,14 @@ pub async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
     let (assign_tx, mut assignments) = mpsc::channel::<Vec<Task>>(1);
     let poller = tokio::spawn(poll_assignments(core.clone(), assign_tx, stop.clone()));
     let mut locals: HashMap<String, Local> = HashMap::new();
+    let mut swept = false;
     let mut outbox: Vec<(String, TaskStatus)> = Vec::new();
     let mut flush = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             Some(tasks) = assignments.recv() => {
-                reconcile(&core, &tasks, &mut locals, &events_tx, &mut outbox).await;
+                reconcile(&core, &tasks, &mut locals, &events_tx, &mut outbox, &mut swept).await;
             }
             Some(event) = events.recv() => {
                 handle(event, &mut locals, &events_tx, &mut outbox);
@@ -172,6 +173,7 @@ async fn reconcile(
     locals: &mut HashMap<String, Local>,
     events: &mpsc::UnboundedSender<Event>,
     outbox: &mut Vec<(String, TaskStatus)>,
+    swept: &mut bool,
 ) {
     let Ok(runtime) = core.runtime() else {
         tracing::error!("the task runtime is unavailable");
@@ -213,8 +215,13 @@ async fn reconcile(
                 spawn_start(runtime.clone(), task.clone(), events.clone());
             }
             None => {
+                // Shut down while this agent was away: a process that survived must still stop.
+                if let Some(survivor) = runtime.adopt(&task.id).await {
+                    tokio::spawn(async move {
+                        survivor.stop(DEFAULT_STOP_GRACE).await;
+                    });
+                }
                 if !task.status.state.is_terminal() {
-                    // Shut down before it ever ran here.
                     locals.insert(
                         task.id.clone(),
                         Local { task: None, state: task.status.state, stopping: true, unhealthy: false },
@@ -240,8 +247,25 @@ async fn reconcile(
             }
         }
     }
-    // Tasks the managers forgot (their service is gone): stop them.
+    // Tasks the managers forgot (their service is gone, or they were shut down while this
+    // agent was away and are no longer assigned): stop them.
     let assigned: std::collections::HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+    if !*swept {
+        // The first answer after a start: processes that outlived the previous agent and are
+        // no longer wanted anywhere are stopped, so a returning node never runs duplicates.
+        *swept = true;
+        for id in runtime.list() {
+            if assigned.contains(id.as_str()) || locals.contains_key(&id) {
+                continue;
+            }
+            if let Some(survivor) = runtime.adopt(&id).await {
+                tracing::info!(task = %id, "stopping a task that is no longer assigned to this node");
+                tokio::spawn(async move {
+                    survivor.stop(DEFAULT_STOP_GRACE).await;
+                });
+            }
+        }
+    }
     let forgotten: Vec<String> = locals.keys().filter(|id| !assigned.contains(id.as_str())).cloned().collect();
     for id in forgotten {
         if let Some(local) = locals.remove(&id) {

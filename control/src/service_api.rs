@@ -79,7 +79,8 @@ pub fn validate_spec(spec: &mut ServiceSpec) -> ApiResult<()> {
         return Err(invalid("ContainerSpec: image reference must be provided"));
     }
     match (&spec.mode.replicated, &spec.mode.global) {
-        (Some(_), Some(_)) => return Err(invalid("service mode must be either replicated or global, not both")),
+        // dockerd's wording (daemon/cluster/convert/service.go).
+        (Some(_), Some(_)) => return Err(ApiError::invalid("must specify only one service mode")),
         (None, None) => spec.mode.replicated = Some(ReplicatedService { replicas: Some(1) }),
         (Some(r), None) if r.replicas.is_none() => spec.mode.replicated = Some(ReplicatedService { replicas: Some(1) }),
         _ => {}

@@ -12,6 +12,7 @@
 mod errors;
 mod filters;
 pub(crate) mod logs;
+mod networks;
 mod nodes;
 mod services;
 mod swarm;
@@ -82,6 +83,8 @@ pub fn router(
         .route("/services/{id}/update", post(services::update))
         .route("/services/{id}/logs", get(logs::service_logs))
         .route("/tasks/{id}/logs", get(logs::task_logs))
+        .route("/networks", get(networks::list))
+        .route("/networks/{id}", get(networks::inspect))
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::inspect))
         .route("/distribution/{*image}", get(services::distribution))
