@@ -13,7 +13,7 @@ use control::objects::service::{
 };
 use serde_json::{json, Value};
 
-use super::errors::{HttpError, JsonBody, Params};
+use super::errors::{HttpError, Params};
 use super::filters::{labels_match, split_label, Filters};
 use super::AppState;
 
@@ -38,11 +38,60 @@ pub async fn list(State(st): State<AppState>, params: Params) -> Result<Json<Vec
     ))
 }
 
+/// A `ServiceSpec` body. Enum values Shoal does not know are refused with dockerd's wording
+/// (daemon/cluster/convert/service.go) before serde would call them `unknown variant`.
+pub struct SpecBody(pub ServiceSpec);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for SpecBody {
+    type Rejection = HttpError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| HttpError::bad_request(format!("invalid request body: {e}")))?;
+        if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
+            check_enums(&value)?;
+        }
+        super::errors::parse_json_body(&bytes).map(SpecBody)
+    }
+}
+
+fn string_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(value, |v, key| v.get(key))?.as_str()
+}
+
+/// dockerd's messages for enum values it does not know.
+pub fn check_enums(spec: &Value) -> Result<(), HttpError> {
+    if let Some(c) = string_at(spec, &["TaskTemplate", "RestartPolicy", "Condition"]) {
+        if !matches!(c, "" | "none" | "on-failure" | "any") {
+            return Err(HttpError::bad_request(format!("invalid RestartCondition: {c:?}")));
+        }
+    }
+    for config in ["UpdateConfig", "RollbackConfig"] {
+        if let Some(action) = string_at(spec, &[config, "FailureAction"]) {
+            if !matches!(action, "" | "pause" | "continue" | "rollback") {
+                return Err(HttpError::bad_request(format!("unrecognized update failure action {action}")));
+            }
+        }
+        if let Some(order) = string_at(spec, &[config, "Order"]) {
+            if !matches!(order, "" | "stop-first" | "start-first") {
+                return Err(HttpError::bad_request(format!("unrecognized update order {order}")));
+            }
+        }
+    }
+    if let Some(mode) = string_at(spec, &["EndpointSpec", "Mode"]) {
+        if !matches!(mode, "" | "vip" | "dnsrr") {
+            return Err(HttpError::bad_request(format!("invalid resolution mode: {mode:?}")));
+        }
+    }
+    Ok(())
+}
+
 /// `POST /services/create` → 201 `{"ID", "Warnings"}`. The `X-Registry-Auth` header the docker
 /// CLI sends is ignored: Shoal pulls nothing from registries.
 pub async fn create(
     State(st): State<AppState>,
-    JsonBody(spec): JsonBody<ServiceSpec>,
+    SpecBody(spec): SpecBody,
 ) -> Result<(StatusCode, Json<Value>), HttpError> {
     let (id, warnings) = st.services.create_service(spec).await?;
     Ok((StatusCode::CREATED, Json(json!({ "ID": id, "Warnings": warnings }))))
@@ -74,7 +123,7 @@ pub async fn update(
     State(st): State<AppState>,
     Path(id): Path<String>,
     params: Params,
-    JsonBody(spec): JsonBody<ServiceSpec>,
+    SpecBody(spec): SpecBody,
 ) -> Result<Json<Value>, HttpError> {
     let version = params.object_version("service")?;
     let rollback = match params.get("rollback").unwrap_or("") {
@@ -158,5 +207,29 @@ impl ServiceFilter {
             && prefix_of(&self.names, &service.spec.name)
             && labels_match(&self.labels, &service.spec.labels)
             && (self.modes.is_empty() || self.modes.iter().any(|m| m == mode))
+    }
+}
+
+#[cfg(test)]
+mod enum_tests {
+    use super::*;
+
+    #[test]
+    fn unknown_enum_values_get_dockerds_messages() {
+        let check = |v: Value| check_enums(&v).map_err(|e| e.message);
+        assert_eq!(
+            check(json!({"TaskTemplate": {"RestartPolicy": {"Condition": "always"}}})),
+            Err("invalid RestartCondition: \"always\"".into())
+        );
+        assert_eq!(
+            check(json!({"UpdateConfig": {"FailureAction": "explode"}})),
+            Err("unrecognized update failure action explode".into())
+        );
+        assert_eq!(check(json!({"RollbackConfig": {"Order": "random"}})), Err("unrecognized update order random".into()));
+        assert_eq!(check(json!({"EndpointSpec": {"Mode": "x"}})), Err("invalid resolution mode: \"x\"".into()));
+        assert_eq!(
+            check(json!({"TaskTemplate": {"RestartPolicy": {"Condition": "on-failure"}}, "EndpointSpec": {"Mode": ""}})),
+            Ok(())
+        );
     }
 }
