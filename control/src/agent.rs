@@ -61,8 +61,10 @@ async fn beat(core: &Arc<Core>, preferred: &mut usize) -> anyhow::Result<pb::Hea
     let mut last = anyhow::anyhow!("no manager known");
     for addr in candidates {
         let mut client = peers.dispatcher(&addr)?;
-        let mut request =
-            tonic::Request::new(pb::HeartbeatRequest { description: description.clone(), addr: local.advertise_addr.clone() });
+        let mut request = tonic::Request::new(pb::HeartbeatRequest {
+            description: description.clone(),
+            addr: local.advertise_addr.clone(),
+        });
         request.set_timeout(Duration::from_secs(3));
         match client.heartbeat(request).await {
             Ok(reply) => {
@@ -89,7 +91,8 @@ pub(crate) async fn start_gossip(core: Arc<Core>) {
     let Some(local) = core.local() else { return };
     let Ok(ip) = local.advertise_addr.parse::<std::net::IpAddr>() else { return };
     let bind = std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), GOSSIP_PORT);
-    let config = mesh_agent::gossip::GossipConfig::new(&local.node_id, bind, std::net::SocketAddr::new(ip, GOSSIP_PORT));
+    let config =
+        mesh_agent::gossip::GossipConfig::new(&local.node_id, bind, std::net::SocketAddr::new(ip, GOSSIP_PORT));
     match mesh_agent::gossip::Gossip::start(config).await {
         Ok(gossip) => {
             gossip.join(&gossip_seeds(&local.managers));

@@ -45,8 +45,13 @@ pub trait ServiceApi: Send + Sync + 'static {
     /// `GET /services/{id}`: `key` is an ID, a name or a unique ID prefix.
     async fn inspect_service(&self, key: &str) -> ApiResult<Service>;
     /// `POST /services/{id}/update?version=` (or `rollback=previous`, which ignores `spec`) → warnings.
-    async fn update_service(&self, key: &str, version: u64, spec: ServiceSpec, rollback: bool)
-        -> ApiResult<Vec<String>>;
+    async fn update_service(
+        &self,
+        key: &str,
+        version: u64,
+        spec: ServiceSpec,
+        rollback: bool,
+    ) -> ApiResult<Vec<String>>;
     /// `DELETE /services/{id}`.
     async fn remove_service(&self, key: &str) -> ApiResult<()>;
     /// `GET /tasks` (unfiltered; the HTTP layer applies `filters`).

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -129,12 +129,7 @@ impl RootCa {
             }
             unix_time(cert.validity().not_after.timestamp())
         };
-        Ok(RootCa {
-            cert_pem: cert_pem.to_string(),
-            key_pem: key_pem.to_string(),
-            cert_der,
-            not_after,
-        })
+        Ok(RootCa { cert_pem: cert_pem.to_string(), key_pem: key_pem.to_string(), cert_der, not_after })
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -163,35 +158,17 @@ impl RootCa {
     /// Signs the public key of `csr_pem` into a node certificate for `identity`. Everything
     /// else in the CSR (subject, requested extensions) is ignored. The certificate never
     /// outlives the CA.
-    pub fn issue(
-        &self,
-        csr_pem: &str,
-        identity: &NodeIdentity,
-        validity: Duration,
-    ) -> Result<String, CaError> {
-        let csr =
-            CertificateSigningRequestParams::from_pem(csr_pem).map_err(CaError::InvalidCsr)?;
+    pub fn issue(&self, csr_pem: &str, identity: &NodeIdentity, validity: Duration) -> Result<String, CaError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(CaError::InvalidCsr)?;
         let ou = role_ou(identity.role);
         let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, identity.node_id.as_str());
-        params
-            .distinguished_name
-            .push(DnType::OrganizationalUnitName, ou);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, identity.cluster_id.as_str());
+        params.distinguished_name.push(DnType::CommonName, identity.node_id.as_str());
+        params.distinguished_name.push(DnType::OrganizationalUnitName, ou);
+        params.distinguished_name.push(DnType::OrganizationName, identity.cluster_id.as_str());
         params.subject_alt_names = vec![dns_san(&identity.node_id)?, dns_san(ou)?];
         params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial());
         let now = SystemTime::now();
@@ -201,9 +178,7 @@ impl RootCa {
         let key = KeyPair::from_pem(&self.key_pem).map_err(CaError::InvalidKey)?;
         let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(self.cert_der.as_slice()), key)
             .map_err(CaError::Generate)?;
-        let cert = params
-            .signed_by(&csr.public_key, &issuer)
-            .map_err(CaError::Generate)?;
+        let cert = params.signed_by(&csr.public_key, &issuer).map_err(CaError::Generate)?;
         Ok(cert.pem())
     }
 }
@@ -226,14 +201,9 @@ impl NodeKey {
     pub fn generate() -> Result<NodeKey, CaError> {
         let key = KeyPair::generate().map_err(CaError::Generate)?;
         let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "swarm-node");
+        params.distinguished_name.push(DnType::CommonName, "swarm-node");
         let csr = params.serialize_request(&key).map_err(CaError::Generate)?;
-        Ok(NodeKey {
-            key_pem: key.serialize_pem(),
-            csr_pem: csr.pem().map_err(CaError::Generate)?,
-        })
+        Ok(NodeKey { key_pem: key.serialize_pem(), csr_pem: csr.pem().map_err(CaError::Generate)? })
     }
 }
 
@@ -250,11 +220,7 @@ pub fn identity_from_cert(cert_der: &[u8]) -> Result<NodeIdentity, CaError> {
         WORKER_OU => NodeRole::Worker,
         _ => return Err(CaError::UnknownRole(ou)),
     };
-    Ok(NodeIdentity {
-        node_id,
-        role,
-        cluster_id,
-    })
+    Ok(NodeIdentity { node_id, role, cluster_id })
 }
 
 /// When a PEM certificate stops being valid; renewals are scheduled from it.
@@ -269,10 +235,7 @@ pub fn cert_expiry(cert_pem: &str) -> Result<SystemTime, CaError> {
 pub fn pem_to_der(cert_pem: &str) -> Result<Vec<u8>, CaError> {
     CertificateDer::from_pem_slice(cert_pem.as_bytes())
         .map(|der| der.to_vec())
-        .map_err(|e| CaError::Pem {
-            what: "certificate",
-            reason: e.to_string(),
-        })
+        .map_err(|e| CaError::Pem { what: "certificate", reason: e.to_string() })
 }
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, CaError> {
@@ -292,9 +255,7 @@ fn first_attr<'b, 'a: 'b>(
 }
 
 fn dns_san(name: &str) -> Result<SanType, CaError> {
-    Ok(SanType::DnsName(
-        name.try_into().map_err(CaError::Generate)?,
-    ))
+    Ok(SanType::DnsName(name.try_into().map_err(CaError::Generate)?))
 }
 
 /// 20 random bytes with the top bit clear: the largest positive serial RFC 5280 allows.
@@ -316,14 +277,8 @@ mod tests {
 
     fn issue(ca: &RootCa, node_id: &str, role: NodeRole) -> (NodeKey, String) {
         let key = NodeKey::generate().unwrap();
-        let identity = NodeIdentity {
-            node_id: node_id.into(),
-            role,
-            cluster_id: "cluster0".into(),
-        };
-        let cert = ca
-            .issue(&key.csr_pem, &identity, DEFAULT_NODE_CERT_VALIDITY)
-            .unwrap();
+        let identity = NodeIdentity { node_id: node_id.into(), role, cluster_id: "cluster0".into() };
+        let cert = ca.issue(&key.csr_pem, &identity, DEFAULT_NODE_CERT_VALIDITY).unwrap();
         (key, cert)
     }
 
@@ -333,11 +288,7 @@ mod tests {
         for (id, role) in [("mgr1", NodeRole::Manager), ("wrk1", NodeRole::Worker)] {
             let (_, cert) = issue(&ca, id, role);
             let got = identity_from_cert(&pem_to_der(&cert).unwrap()).unwrap();
-            let want = NodeIdentity {
-                node_id: id.into(),
-                role,
-                cluster_id: "cluster0".into(),
-            };
+            let want = NodeIdentity { node_id: id.into(), role, cluster_id: "cluster0".into() };
             assert_eq!(got, want);
         }
     }
@@ -352,13 +303,8 @@ mod tests {
 
         let key = NodeKey::generate().unwrap();
         let identity = identity_from_cert(&pem_to_der(&cert).unwrap()).unwrap();
-        let long = ca
-            .issue(&key.csr_pem, &identity, ROOT_CA_VALIDITY * 2)
-            .unwrap();
-        assert_eq!(
-            cert_expiry(&long).unwrap(),
-            cert_expiry(ca.cert_pem()).unwrap()
-        );
+        let long = ca.issue(&key.csr_pem, &identity, ROOT_CA_VALIDITY * 2).unwrap();
+        assert_eq!(cert_expiry(&long).unwrap(), cert_expiry(ca.cert_pem()).unwrap());
     }
 
     #[test]
@@ -380,8 +326,7 @@ mod tests {
         assert_eq!(cert.subject().to_string(), "CN=swarm-ca");
         let ku = cert.key_usage().unwrap().unwrap().value;
         assert!(ku.key_cert_sign() && ku.crl_sign());
-        let lifetime =
-            cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+        let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
         assert_eq!(lifetime as u64, (ROOT_CA_VALIDITY + BACKDATE).as_secs());
     }
 
@@ -392,10 +337,11 @@ mod tests {
         assert_eq!(info.trust_root, ca.cert_pem());
         let b64 = base64::engine::general_purpose::STANDARD;
         let subject = b64.decode(&info.cert_issuer_subject).unwrap();
-        let (_, name) = <x509_parser::x509::X509Name as x509_parser::prelude::FromDer<
-            x509_parser::error::X509Error,
-        >>::from_der(&subject)
-        .unwrap();
+        let (_, name) =
+            <x509_parser::x509::X509Name as x509_parser::prelude::FromDer<x509_parser::error::X509Error>>::from_der(
+                &subject,
+            )
+            .unwrap();
         assert_eq!(name.to_string(), "CN=swarm-ca");
         let spki = b64.decode(&info.cert_issuer_public_key).unwrap();
         let key = KeyPair::from_pem(ca.key_pem()).unwrap();
@@ -407,36 +353,23 @@ mod tests {
         let a = RootCa::generate().unwrap();
         let b = RootCa::generate().unwrap();
         let err = RootCa::from_pem(a.cert_pem(), b.key_pem()).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "the CA private key does not belong to the CA certificate"
-        );
+        assert_eq!(err.to_string(), "the CA private key does not belong to the CA certificate");
         let (key, cert) = issue(&a, "n1", NodeRole::Manager);
         let err = RootCa::from_pem(&cert, &key.key_pem).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "the certificate is not a certificate authority"
-        );
+        assert_eq!(err.to_string(), "the certificate is not a certificate authority");
     }
 
     #[test]
     fn identity_requires_a_known_role() {
         let ca = RootCa::generate().unwrap();
         let err = identity_from_cert(ca.cert_der()).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "the certificate has no organizational unit"
-        );
+        assert_eq!(err.to_string(), "the certificate has no organizational unit");
 
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, "n1");
-        params
-            .distinguished_name
-            .push(DnType::OrganizationalUnitName, "swarm-admin");
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "c");
+        params.distinguished_name.push(DnType::OrganizationalUnitName, "swarm-admin");
+        params.distinguished_name.push(DnType::OrganizationName, "c");
         let cert = params.self_signed(&key).unwrap();
         let err = identity_from_cert(cert.der()).unwrap_err();
         assert!(matches!(err, CaError::UnknownRole(ref ou) if ou == "swarm-admin"));
@@ -445,11 +378,7 @@ mod tests {
     #[test]
     fn garbage_csr_is_rejected() {
         let ca = RootCa::generate().unwrap();
-        let identity = NodeIdentity {
-            node_id: "n".into(),
-            role: NodeRole::Worker,
-            cluster_id: "c".into(),
-        };
+        let identity = NodeIdentity { node_id: "n".into(), role: NodeRole::Worker, cluster_id: "c".into() };
         let err = ca.issue("not a csr", &identity, DEFAULT_NODE_CERT_VALIDITY);
         assert!(matches!(err, Err(CaError::InvalidCsr(_))));
     }

@@ -25,7 +25,6 @@ use crate::rpc::{pb, server};
 use crate::state::{ClusterRecord, Command, NodeRecord};
 use crate::{tls, token};
 
-
 /// How `shoal daemon` was started.
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
@@ -380,9 +379,7 @@ pub fn resolve_advertise_addr(advertise: &str, listen_addr: &str) -> ApiResult<S
     let addrs = mesh_agent::host::ipv4_addrs();
     match addrs.as_slice() {
         [(_, ip)] => Ok(ip.to_string()),
-        [] => Err(ApiError::invalid(
-            "could not find the system's IP address - specify one with --advertise-addr",
-        )),
+        [] => Err(ApiError::invalid("could not find the system's IP address - specify one with --advertise-addr")),
         many => Err(ApiError::invalid(format!(
             "could not choose an IP address to advertise since this system has multiple addresses on different \
              interfaces ({}) - specify one with --advertise-addr",

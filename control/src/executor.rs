@@ -479,8 +479,11 @@ mod tests {
         assert!(health_config(&task).is_none());
         task.spec.container_spec.healthcheck = Some(HealthConfig { test: vec!["NONE".into()], ..Default::default() });
         assert!(health_config(&task).is_none());
-        task.spec.container_spec.healthcheck =
-            Some(HealthConfig { test: vec!["CMD-SHELL".into(), "true".into()], interval: SECOND_NS, ..Default::default() });
+        task.spec.container_spec.healthcheck = Some(HealthConfig {
+            test: vec!["CMD-SHELL".into(), "true".into()],
+            interval: SECOND_NS,
+            ..Default::default()
+        });
         assert!(health_config(&task).is_some());
         assert_eq!(stop_grace(&task), DEFAULT_STOP_GRACE);
     }

@@ -80,8 +80,10 @@ impl Daemon {
         drop(manager);
         self.core.stop_manager(false).await;
         let raft_dir = self.core.data_root.join("swarm").join("raft");
-        let aside = raft_dir.with_file_name(format!("raft.before-force-new-cluster.{}", chrono::Utc::now().timestamp()));
-        std::fs::rename(&raft_dir, &aside).map_err(|e| ApiError::internal(format!("moving the old Raft files: {e}")))?;
+        let aside =
+            raft_dir.with_file_name(format!("raft.before-force-new-cluster.{}", chrono::Utc::now().timestamp()));
+        std::fs::rename(&raft_dir, &aside)
+            .map_err(|e| ApiError::internal(format!("moving the old Raft files: {e}")))?;
         let manager = self.core.start_manager().await.map_err(internal)?;
         manager.initialize(&local.manager_addr()).await.map_err(internal)?;
         manager.propose(restore_command(state, &local.node_id, &local.manager_addr())).await?;
@@ -134,7 +136,8 @@ impl Daemon {
     ) -> ApiResult<()> {
         let internal = |e: anyhow::Error| ApiError::internal(format!("{e:#}"));
         // 1. Download the root CA over TLS without trusting it, and pin it by the token's digest.
-        let fetch = transport::channel(remote, tls::fetch_ca_client_config(), tls::MANAGER_SERVER_NAME).map_err(internal)?;
+        let fetch =
+            transport::channel(remote, tls::fetch_ca_client_config(), tls::MANAGER_SERVER_NAME).map_err(internal)?;
         let root = pb::ca_client::CaClient::new(fetch)
             .get_root_ca_certificate(pb::Empty {})
             .await
@@ -163,16 +166,16 @@ impl Daemon {
             .issue_node_certificate(issue)
             .await
             .map_err(|s| match s.code() {
-                tonic::Code::InvalidArgument => ApiError::invalid(format!(
-                    "rpc error: code = InvalidArgument desc = {}",
-                    s.message()
-                )),
+                tonic::Code::InvalidArgument => {
+                    ApiError::invalid(format!("rpc error: code = InvalidArgument desc = {}", s.message()))
+                }
                 _ => ApiError::unavailable(s.message().to_string()),
             })?
             .into_inner();
         // 3. Become a member with the issued identity.
         let role = if reply.role == "manager" { NodeRole::Manager } else { NodeRole::Worker };
-        let mut managers: Vec<(String, String)> = reply.managers.iter().map(|p| (p.node_id.clone(), p.addr.clone())).collect();
+        let mut managers: Vec<(String, String)> =
+            reply.managers.iter().map(|p| (p.node_id.clone(), p.addr.clone())).collect();
         if managers.is_empty() {
             managers.push((String::new(), remote.to_string()));
         }
@@ -195,7 +198,8 @@ impl Daemon {
                 core.forget_swarm().await;
                 return Err(ApiError::unavailable(format!("{e:#}")));
             }
-            let applied = wait_until(Duration::from_secs(10), || manager.state().nodes.contains_key(&local.node_id)).await;
+            let applied =
+                wait_until(Duration::from_secs(10), || manager.state().nodes.contains_key(&local.node_id)).await;
             if !applied {
                 tracing::warn!("joined the Raft group but the cluster state has not arrived yet");
             }

@@ -62,7 +62,8 @@ impl pb::agent_server::Agent for Services {
             let mut offsets = Vec::new();
             for (id, path) in &paths {
                 let (lines, offset) = read_logs_from(path, 0);
-                let mut lines: Vec<LogLine> = lines.into_iter().filter(|l| since.is_none_or(|s| l.timestamp >= s)).collect();
+                let mut lines: Vec<LogLine> =
+                    lines.into_iter().filter(|l| since.is_none_or(|s| l.timestamp >= s)).collect();
                 if let Some(tail) = tail {
                     lines.drain(..lines.len().saturating_sub(tail));
                 }
@@ -121,7 +122,8 @@ impl Daemon {
                 continue;
             };
             let channel = peers.node(&addr, &node_id).map_err(|e| ApiError::internal(format!("{e:#}")))?;
-            let services: BTreeMap<String, String> = tasks.iter().map(|t| (t.id.clone(), t.service_id.clone())).collect();
+            let services: BTreeMap<String, String> =
+                tasks.iter().map(|t| (t.id.clone(), t.service_id.clone())).collect();
             let request = pb::LogsRequest {
                 task_ids: tasks.iter().map(|t| t.id.clone()).collect(),
                 follow: options.follow,

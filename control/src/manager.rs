@@ -256,7 +256,8 @@ impl Manager {
                 .map_err(|s| ApiError::unavailable(s.message().to_string()))?;
             return Ok(());
         }
-        let raft_err = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| ApiError::internal(format!("raft: {e}"));
+        let raft_err =
+            |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| ApiError::internal(format!("raft: {e}"));
         self.raft.add_learner(raft_id, BasicNode::new(addr), true).await.map_err(raft_err)?;
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([raft_id])), false)
@@ -275,8 +276,7 @@ impl Manager {
                 .await
                 .map_err(|e| ApiError::internal(format!("raft: {e}")))?;
         }
-        self.propose(Command::SetRaftMember { id: node_id.into(), raft_id: None, manager_addr: String::new() })
-            .await?;
+        self.propose(Command::SetRaftMember { id: node_id.into(), raft_id: None, manager_addr: String::new() }).await?;
         Ok(())
     }
 
@@ -297,7 +297,11 @@ impl Manager {
             spec.role = NodeRole::Worker;
             self.propose(Command::UpdateNodeSpec { id: node_id.into(), version: record.node.version.index, spec })
                 .await?;
-            let status = NodeStatus { state: NodeState::Down, message: "node left the swarm".into(), addr: record.node.status.addr.clone() };
+            let status = NodeStatus {
+                state: NodeState::Down,
+                message: "node left the swarm".into(),
+                addr: record.node.status.addr.clone(),
+            };
             self.propose(Command::SetNodeStatus { id: node_id.into(), status, description: None }).await?;
         }
         Ok(())
@@ -338,7 +342,12 @@ impl Manager {
         let period_ms = heartbeat_period(&state).as_millis() as u64;
         let Some(record) = state.nodes.get(node_id) else {
             let removed = state.removed_nodes.contains(node_id);
-            return Ok(pb::HeartbeatResponse { period_ms, managers: self.manager_peers(), removed, ..Default::default() });
+            return Ok(pb::HeartbeatResponse {
+                period_ms,
+                managers: self.manager_peers(),
+                removed,
+                ..Default::default()
+            });
         };
         // The agent does not know the CA's TLS info by heart; keep what the manager recorded.
         let description: Option<NodeDescription> = serde_json::from_slice::<NodeDescription>(&req.description)

@@ -51,7 +51,10 @@ impl PeerConnection {
         E: std::error::Error + DeserializeOwned,
     {
         let json = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut client = self.peers.raft(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.to_string()))))?;
+        let mut client = self
+            .peers
+            .raft(&self.addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.to_string()))))?;
         let mut request = tonic::Request::new(pb::Json { json });
         request.set_timeout(option.hard_ttl());
         let reply = match method {

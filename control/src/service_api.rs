@@ -61,7 +61,8 @@ fn valid_name(name: &str) -> bool {
 
 /// A random `adjective_noun` name for services created without `--name`, like Docker's.
 fn random_name() -> String {
-    const ADJECTIVES: &[&str] = &["brave", "calm", "eager", "fond", "keen", "lucid", "quirky", "sharp", "vivid", "witty"];
+    const ADJECTIVES: &[&str] =
+        &["brave", "calm", "eager", "fond", "keen", "lucid", "quirky", "sharp", "vivid", "witty"];
     const NOUNS: &[&str] = &["curie", "darwin", "euler", "hopper", "knuth", "lovelace", "noether", "shannon", "turing"];
     let mut rng = rand::rng();
     format!("{}-{}", ADJECTIVES[rng.random_range(0..ADJECTIVES.len())], NOUNS[rng.random_range(0..NOUNS.len())])
@@ -141,13 +142,17 @@ pub fn resolve_endpoint(state: &ClusterState, service_id: &str, spec: &Option<En
         if port.publish_mode == PublishMode::Ingress {
             if port.published_port == 0 {
                 let reuse = current.iter().find(|p| {
-                    p.target_port == port.target_port && p.protocol == port.protocol && p.publish_mode == port.publish_mode
+                    p.target_port == port.target_port
+                        && p.protocol == port.protocol
+                        && p.publish_mode == port.publish_mode
                 });
                 port.published_port = match reuse {
                     Some(p) => p.published_port,
                     None => DYNAMIC_PORTS
                         .clone()
-                        .find(|candidate| !taken.iter().any(|(p, proto, _, _)| p == candidate && *proto == port.protocol))
+                        .find(|candidate| {
+                            !taken.iter().any(|(p, proto, _, _)| p == candidate && *proto == port.protocol)
+                        })
                         .ok_or_else(|| invalid("no free port in the dynamic range 30000-32767"))?,
                 };
             }
@@ -340,13 +345,19 @@ mod tests {
         s.task_template.container_spec.image.clear();
         assert!(validate_spec(&mut s).unwrap_err().message.contains("image reference must be provided"));
         let mut s = spec("web", &[]);
-        s.mode = ServiceMode { replicated: Some(ReplicatedService { replicas: Some(1) }), global: Some(Default::default()) };
+        s.mode =
+            ServiceMode { replicated: Some(ReplicatedService { replicas: Some(1) }), global: Some(Default::default()) };
         assert!(validate_spec(&mut s).is_err());
         let mut s = spec("web", &[]);
-        s.task_template.placement =
-            Some(crate::objects::service::Placement { constraints: vec!["node.role=manager".into()], ..Default::default() });
+        s.task_template.placement = Some(crate::objects::service::Placement {
+            constraints: vec!["node.role=manager".into()],
+            ..Default::default()
+        });
         let err = validate_spec(&mut s).unwrap_err();
-        assert_eq!(err.message, "rpc error: code = InvalidArgument desc = constraint expected one operator from ==, !=");
+        assert_eq!(
+            err.message,
+            "rpc error: code = InvalidArgument desc = constraint expected one operator from ==, !="
+        );
         let mut s = spec("", &[]);
         validate_spec(&mut s).unwrap();
         assert!(valid_name(&s.name), "generated name {:?}", s.name);

@@ -273,9 +273,10 @@ impl ClusterState {
                 }
                 // An automatic rollback applies once, to the update the orchestrator marked for it;
                 // a retried or re-sent one must not swap the failed spec back in.
-                let marked = service.update_status.as_ref().filter(|u| {
-                    u.state == UpdateState::RollbackStarted && u.started_at.is_none()
-                });
+                let marked = service
+                    .update_status
+                    .as_ref()
+                    .filter(|u| u.state == UpdateState::RollbackStarted && u.started_at.is_none());
                 let automatic_message = marked.map(|u| u.message.clone());
                 if version.is_none() && marked.is_none() {
                     return Ok(());
@@ -380,11 +381,8 @@ impl ClusterState {
         if let Some(record) = self.nodes.get(key) {
             return Ok(record);
         }
-        let by_name: Vec<&NodeRecord> = self
-            .nodes
-            .values()
-            .filter(|n| n.node.spec.name.as_deref() == Some(key) || n.hostname() == key)
-            .collect();
+        let by_name: Vec<&NodeRecord> =
+            self.nodes.values().filter(|n| n.node.spec.name.as_deref() == Some(key) || n.hostname() == key).collect();
         if by_name.len() == 1 {
             return Ok(by_name[0]);
         }
@@ -449,7 +447,8 @@ mod tests {
         let mut state = state_with(&[node("n1", "h1", NodeRole::Manager, NodeState::Ready)]);
         let before = state.clone();
         let spec = NodeSpec { availability: NodeAvailability::Drain, role: NodeRole::Manager, ..Default::default() };
-        let err = state.apply(5, &Proposal::now(Command::UpdateNodeSpec { id: "n1".into(), version: 99, spec })).unwrap_err();
+        let err =
+            state.apply(5, &Proposal::now(Command::UpdateNodeSpec { id: "n1".into(), version: 99, spec })).unwrap_err();
         assert_eq!(err.message, "rpc error: code = Unknown desc = update out of sequence");
         assert_eq!(state, before);
     }
@@ -478,7 +477,8 @@ mod tests {
         state.apply(12, &rm("w2", false)).unwrap();
         state.apply(13, &rm("w1", true)).unwrap();
         assert_eq!(state.nodes.keys().collect::<Vec<_>>(), vec!["m1"]);
-        let err = state.apply(14, &Proposal::now(Command::AddNode { node: node("w1", "h2", NodeRole::Worker, NodeState::Ready) }));
+        let err = state
+            .apply(14, &Proposal::now(Command::AddNode { node: node("w1", "h2", NodeRole::Worker, NodeState::Ready) }));
         assert!(err.is_err(), "a removed node must not come back");
     }
 
@@ -486,7 +486,8 @@ mod tests {
     fn the_last_manager_cannot_be_demoted() {
         let mut state = state_with(&[node("m1", "h1", NodeRole::Manager, NodeState::Ready)]);
         let spec = NodeSpec { role: NodeRole::Worker, ..Default::default() };
-        let err = state.apply(3, &Proposal::now(Command::UpdateNodeSpec { id: "m1".into(), version: 1, spec })).unwrap_err();
+        let err =
+            state.apply(3, &Proposal::now(Command::UpdateNodeSpec { id: "m1".into(), version: 1, spec })).unwrap_err();
         assert!(err.message.contains("last manager"));
     }
 
@@ -532,8 +533,12 @@ mod service_tests {
         let plan = Plan { upsert_tasks: vec![task("t1", TaskState::Assigned)], ..Default::default() };
         state.apply(1, &Proposal::now(Command::ApplyPlan { plan: Box::new(plan) })).unwrap();
         let report = |s| (String::from("t1"), TaskStatus { timestamp: Utc::now(), state: s, ..Default::default() });
-        state.apply(2, &Proposal::now(Command::UpdateTaskStatus { updates: vec![report(TaskState::Running)] })).unwrap();
-        state.apply(3, &Proposal::now(Command::UpdateTaskStatus { updates: vec![report(TaskState::Starting)] })).unwrap();
+        state
+            .apply(2, &Proposal::now(Command::UpdateTaskStatus { updates: vec![report(TaskState::Running)] }))
+            .unwrap();
+        state
+            .apply(3, &Proposal::now(Command::UpdateTaskStatus { updates: vec![report(TaskState::Starting)] }))
+            .unwrap();
         assert_eq!(state.tasks["t1"].status.state, TaskState::Running);
         // A plan computed before the agent's report cannot move the task back either.
         let stale = Plan { upsert_tasks: vec![task("t1", TaskState::Assigned)], ..Default::default() };

@@ -50,10 +50,7 @@ fn roots(root_ca_pem: &str) -> Result<Arc<RootCertStore>, TlsError> {
     // Every certificate in the PEM is trusted, so a bundle can carry old and new roots
     // during a CA rotation.
     for cert in CertificateDer::pem_slice_iter(root_ca_pem.as_bytes()) {
-        let cert = cert.map_err(|source| TlsError::Pem {
-            what: "root CA certificate",
-            source,
-        })?;
+        let cert = cert.map_err(|source| TlsError::Pem { what: "root CA certificate", source })?;
         store.add(cert).map_err(TlsError::RootCertificate)?;
     }
     if store.is_empty() {
@@ -65,31 +62,21 @@ fn roots(root_ca_pem: &str) -> Result<Arc<RootCertStore>, TlsError> {
 fn cert_chain(cert_pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Pem {
-            what: "node certificate",
-            source,
-        })
+        .map_err(|source| TlsError::Pem { what: "node certificate", source })
 }
 
 fn private_key(key_pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|source| TlsError::Pem {
-        what: "node private key",
-        source,
-    })
+    PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|source| TlsError::Pem { what: "node private key", source })
 }
 
 /// A manager's server config: presents `cert_pem`/`key_pem`, takes optional client
 /// certificates that must chain to `root_ca_pem`, speaks h2.
-pub fn server_config(
-    root_ca_pem: &str,
-    cert_pem: &str,
-    key_pem: &str,
-) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(root_ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(roots(root_ca_pem)?, provider.clone())
-            .allow_unauthenticated()
-            .build()?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(root_ca_pem)?, provider.clone())
+        .allow_unauthenticated()
+        .build()?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -100,17 +87,12 @@ pub fn server_config(
 
 /// A node's client config: trusts only `root_ca_pem` and presents `identity` (certificate
 /// and key PEM) when given. Connect with server name [`MANAGER_SERVER_NAME`].
-pub fn client_config(
-    root_ca_pem: &str,
-    identity: Option<(&str, &str)>,
-) -> Result<Arc<ClientConfig>, TlsError> {
+pub fn client_config(root_ca_pem: &str, identity: Option<(&str, &str)>) -> Result<Arc<ClientConfig>, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots(root_ca_pem)?);
     let mut config = match identity {
-        Some((cert_pem, key_pem)) => {
-            builder.with_client_auth_cert(cert_chain(cert_pem)?, private_key(key_pem)?)?
-        }
+        Some((cert_pem, key_pem)) => builder.with_client_auth_cert(cert_chain(cert_pem)?, private_key(key_pem)?)?,
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
@@ -126,9 +108,7 @@ pub fn client_config(
 /// holds the key of the certificate it presents, checked with the ring provider's algorithms.
 pub fn fetch_ca_client_config() -> Arc<ClientConfig> {
     let provider = provider();
-    let verifier = Arc::new(AnyServerCert {
-        algorithms: provider.signature_verification_algorithms,
-    });
+    let verifier = Arc::new(AnyServerCert { algorithms: provider.signature_verification_algorithms });
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("the ring provider supports the default protocol versions")
@@ -200,18 +180,9 @@ mod tests {
 
     fn node(ca: &RootCa, node_id: &str, role: NodeRole) -> Node {
         let key = NodeKey::generate().unwrap();
-        let identity = NodeIdentity {
-            node_id: node_id.into(),
-            role,
-            cluster_id: "c1".into(),
-        };
-        let cert_pem = ca
-            .issue(&key.csr_pem, &identity, DEFAULT_NODE_CERT_VALIDITY)
-            .unwrap();
-        Node {
-            cert_pem,
-            key_pem: key.key_pem,
-        }
+        let identity = NodeIdentity { node_id: node_id.into(), role, cluster_id: "c1".into() };
+        let cert_pem = ca.issue(&key.csr_pem, &identity, DEFAULT_NODE_CERT_VALIDITY).unwrap();
+        Node { cert_pem, key_pem: key.key_pem }
     }
 
     struct Outcome {
@@ -262,10 +233,7 @@ mod tests {
             let client = client_config(ca.cert_pem(), Some((&n.cert_pem, &n.key_pem))).unwrap();
             let out = handshake(manager_server(&ca), client).await;
             assert!(out.client_ok);
-            let identity = out
-                .server
-                .expect("server handshake")
-                .expect("peer identity");
+            let identity = out.server.expect("server handshake").expect("peer identity");
             assert_eq!((identity.node_id.as_str(), identity.role), (id, role));
             assert_eq!(identity.cluster_id, "c1");
         }

@@ -49,31 +49,21 @@ pub struct JoinToken {
 // Tokens are credentials: never print the secret.
 impl fmt::Debug for JoinToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JoinToken")
-            .field("ca_digest_b36", &self.ca_digest_b36)
-            .finish_non_exhaustive()
+        f.debug_struct("JoinToken").field("ca_digest_b36", &self.ca_digest_b36).finish_non_exhaustive()
     }
 }
 
 /// The token text, as `docker swarm join-token` prints it.
 impl fmt::Display for JoinToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{PREFIX}-{VERSION}-{}-{}",
-            self.ca_digest_b36, self.secret
-        )
+        write!(f, "{PREFIX}-{VERSION}-{}-{}", self.ca_digest_b36, self.secret)
     }
 }
 
 /// A new token for the CA whose digest is `ca_digest`, with a fresh random secret.
 pub fn generate(ca_digest: &[u8; 32]) -> String {
     let secret: [u8; 16] = rand::random();
-    JoinToken {
-        ca_digest_b36: base36(ca_digest, DIGEST_LEN),
-        secret: base36(&secret, SECRET_LEN),
-    }
-    .to_string()
+    JoinToken { ca_digest_b36: base36(ca_digest, DIGEST_LEN), secret: base36(&secret, SECRET_LEN) }.to_string()
 }
 
 /// Parses a v1 token. Any deviation from the format is [`TokenError::Invalid`]. Upper-case
@@ -86,10 +76,7 @@ pub fn parse(token: &str) -> Result<JoinToken, TokenError> {
     if digest.len() != DIGEST_LEN || secret.len() != SECRET_LEN {
         return Err(TokenError::Invalid);
     }
-    let token = JoinToken {
-        ca_digest_b36: digest.to_ascii_lowercase(),
-        secret: secret.to_ascii_lowercase(),
-    };
+    let token = JoinToken { ca_digest_b36: digest.to_ascii_lowercase(), secret: secret.to_ascii_lowercase() };
     if token.ca_digest().is_none() || from_base36(&token.secret, 16).is_none() {
         return Err(TokenError::Invalid);
     }
@@ -126,10 +113,7 @@ pub fn ca_mismatch_error(expected: &JoinToken, got_cert_der: &[u8]) -> TokenErro
         Some(d) => hex::encode(d),
         None => expected.ca_digest_b36.clone(),
     };
-    TokenError::CaMismatch {
-        expected,
-        got: hex::encode(ca::digest(got_cert_der)),
-    }
+    TokenError::CaMismatch { expected, got: hex::encode(ca::digest(got_cert_der)) }
 }
 
 fn base36(bytes: &[u8], width: usize) -> String {
@@ -141,10 +125,7 @@ fn base36(bytes: &[u8], width: usize) -> String {
 /// not a base-36 digit or the value does not fit.
 fn from_base36(digits: &str, len: usize) -> Option<Vec<u8>> {
     // `BigUint::parse_bytes` tolerates `_` separators; the token format does not.
-    if !digits
-        .bytes()
-        .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
-    {
+    if !digits.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()) {
         return None;
     }
     let value = BigUint::parse_bytes(digits.as_bytes(), 36)?;
@@ -198,8 +179,7 @@ mod tests {
     #[test]
     fn swarmkit_token_parses() {
         // A token from swarmkit's own tests: 50 + 25 base-36 characters.
-        let t =
-            "SWMTKN-1-1kxftv4ofnc6mt30lmgipg6ngf9luhwqopfk1tz6bdmnkubg0e-4myj5xihyto11dg1cn55w8p61";
+        let t = "SWMTKN-1-1kxftv4ofnc6mt30lmgipg6ngf9luhwqopfk1tz6bdmnkubg0e-4myj5xihyto11dg1cn55w8p61";
         let token = parse(t).unwrap();
         assert_eq!(token.to_string(), t);
         assert!(token.ca_digest().is_some());
@@ -208,10 +188,7 @@ mod tests {
     #[test]
     fn malformed_tokens_are_rejected() {
         let good = generate(&[7; 32]);
-        let JoinToken {
-            ca_digest_b36: d,
-            secret: s,
-        } = parse(&good).unwrap();
+        let JoinToken { ca_digest_b36: d, secret: s } = parse(&good).unwrap();
         let cases = [
             String::new(),
             format!("SWMTKX-1-{d}-{s}"),
@@ -259,16 +236,8 @@ mod tests {
         let digest = ca::digest(ca.cert_der());
         let token = parse(&generate(&digest)).unwrap();
         let err = ca_mismatch_error(&token, other.cert_der());
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "remote CA does not match fingerprint. Expected: {}",
-                hex::encode(digest)
-            )
-        );
-        let TokenError::CaMismatch { got, .. } = err else {
-            panic!("wrong variant")
-        };
+        assert_eq!(err.to_string(), format!("remote CA does not match fingerprint. Expected: {}", hex::encode(digest)));
+        let TokenError::CaMismatch { got, .. } = err else { panic!("wrong variant") };
         assert_eq!(got, hex::encode(ca::digest(other.cert_der())));
     }
 
@@ -278,10 +247,8 @@ mod tests {
         let b = parse(&generate(&[1; 32])).unwrap();
         assert!(a.same_as(&a.clone()));
         assert!(!a.same_as(&b), "fresh secrets differ");
-        let other_ca = JoinToken {
-            ca_digest_b36: parse(&generate(&[2; 32])).unwrap().ca_digest_b36,
-            secret: a.secret.clone(),
-        };
+        let other_ca =
+            JoinToken { ca_digest_b36: parse(&generate(&[2; 32])).unwrap().ca_digest_b36, secret: a.secret.clone() };
         assert!(!a.same_as(&other_ca));
         assert!(!constant_time_eq(b"abc", b"abcd"));
     }

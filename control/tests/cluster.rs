@@ -117,7 +117,11 @@ async fn three_managers_and_a_worker_form_a_swarm_and_enforce_identity() {
     assert!(err.message.contains("remote CA does not match fingerprint"), "{}", err.message);
     let before = m1.daemon.inspect_swarm().await.unwrap();
     m1.daemon
-        .update_swarm(before.version.index, before.spec.clone(), control::objects::RotateTokens { worker: true, manager: false })
+        .update_swarm(
+            before.version.index,
+            before.spec.clone(),
+            control::objects::RotateTokens { worker: true, manager: false },
+        )
         .await
         .unwrap();
     let err = join(&stranger, &before.join_tokens.worker, &m1).await.unwrap_err();
@@ -155,7 +159,10 @@ async fn three_managers_and_a_worker_form_a_swarm_and_enforce_identity() {
     let foreign_cfg = tls::client_config(&root, Some((&foreign_cert, &foreign_key))).unwrap();
     let code = raw_call(&m1.addr, foreign_cfg, "/shoal.Raft/Vote").await;
     assert!(
-        matches!(code, tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled),
+        matches!(
+            code,
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled
+        ),
         "a foreign certificate must fail the handshake, got {code:?}"
     );
 
@@ -232,11 +239,7 @@ async fn failover_quorum_loss_and_force_new_cluster() {
     assert!(err.message.contains("The swarm does not have a leader"), "{}", err.message);
 
     // --force-new-cluster on the survivor keeps every node and label and takes writes.
-    nodes[0]
-        .daemon
-        .init(InitRequest { force_new_cluster: true, ..Default::default() })
-        .await
-        .unwrap();
+    nodes[0].daemon.init(InitRequest { force_new_cluster: true, ..Default::default() }).await.unwrap();
     let listed = poll("the new single-manager cluster", Duration::from_secs(10), async || {
         nodes[0].daemon.list_nodes().await.ok()
     })
@@ -291,7 +294,11 @@ async fn promote_demote_and_node_rm_rules() {
 
     // The last manager can't be demoted.
     let n = m1.daemon.inspect_node(&m1_id).await.unwrap();
-    let err = m1.daemon.update_node(&m1_id, n.version.index, NodeSpec { role: NodeRole::Worker, ..n.spec }).await.unwrap_err();
+    let err = m1
+        .daemon
+        .update_node(&m1_id, n.version.index, NodeSpec { role: NodeRole::Worker, ..n.spec })
+        .await
+        .unwrap_err();
     assert!(err.message.contains("last manager"), "{}", err.message);
 
     // A live worker is refused without --force; a stopped one goes down and is removed.

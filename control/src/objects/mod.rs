@@ -429,7 +429,8 @@ mod tests {
     fn go_style_nulls_and_empty_enums_read_as_defaults() {
         let spec: NodeSpec = serde_json::from_str(r#"{"Labels":null,"Role":"","Availability":""}"#).unwrap();
         assert_eq!(spec, NodeSpec::default());
-        let spec: NodeSpec = serde_json::from_str(r#"{"Labels":{"a":"b"},"Role":"manager","Availability":"drain"}"#).unwrap();
+        let spec: NodeSpec =
+            serde_json::from_str(r#"{"Labels":{"a":"b"},"Role":"manager","Availability":"drain"}"#).unwrap();
         assert_eq!(spec.role, NodeRole::Manager);
         assert_eq!(spec.availability, NodeAvailability::Drain);
         assert!(serde_json::from_str::<NodeSpec>(r#"{"Role":"boss"}"#).is_err());

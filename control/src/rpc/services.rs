@@ -78,8 +78,7 @@ impl pb::node_ca_server::NodeCa for Services {
     ) -> Result<Response<pb::IssueResponse>, Status> {
         let manager = self.manager()?;
         let req = req.into_inner();
-        let invalid_token =
-            || Status::invalid_argument("A valid join token is necessary to join this cluster");
+        let invalid_token = || Status::invalid_argument("A valid join token is necessary to join this cluster");
         let presented = token::parse(&req.token).map_err(|_| invalid_token())?;
         manager.read_barrier().await.map_err(status_of)?;
         let state = manager.state();
@@ -99,10 +98,12 @@ impl pb::node_ca_server::NodeCa for Services {
             _ => NodeAvailability::Active,
         };
         let node_id = new_node_id();
-        let ca = RootCa::from_pem(&cluster.ca_cert_pem, &cluster.ca_key_pem).map_err(|e| Status::internal(e.to_string()))?;
+        let ca =
+            RootCa::from_pem(&cluster.ca_cert_pem, &cluster.ca_key_pem).map_err(|e| Status::internal(e.to_string()))?;
         let identity = NodeIdentity { node_id: node_id.clone(), role, cluster_id: cluster.swarm.id.clone() };
         let expiry = cert_validity(cluster.swarm.spec.ca_config.node_cert_expiry);
-        let cert_pem = ca.issue(&req.csr_pem, &identity, expiry).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let cert_pem =
+            ca.issue(&req.csr_pem, &identity, expiry).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let now = chrono::Utc::now();
         let record = NodeRecord {
             node: Node {
@@ -144,11 +145,13 @@ impl pb::node_ca_server::NodeCa for Services {
             .get(&identity.node_id)
             .ok_or_else(|| Status::permission_denied(format!("node {} is not part of the swarm", identity.node_id)))?;
         let role = record.node.spec.role;
-        let ca = RootCa::from_pem(&cluster.ca_cert_pem, &cluster.ca_key_pem).map_err(|e| Status::internal(e.to_string()))?;
+        let ca =
+            RootCa::from_pem(&cluster.ca_cert_pem, &cluster.ca_key_pem).map_err(|e| Status::internal(e.to_string()))?;
         let renewed = NodeIdentity { node_id: identity.node_id.clone(), role, cluster_id: cluster.swarm.id.clone() };
         let expiry = cert_validity(cluster.swarm.spec.ca_config.node_cert_expiry);
-        let cert_pem =
-            ca.issue(&req.into_inner().csr_pem, &renewed, expiry).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let cert_pem = ca
+            .issue(&req.into_inner().csr_pem, &renewed, expiry)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(pb::IssueResponse {
             node_id: identity.node_id,
             cert_pem,

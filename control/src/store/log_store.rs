@@ -16,9 +16,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{
-    any, blocking, BoxError, Entry, LogId, NodeId, StorageError, TypeConfig, LOG, LOG_META,
-};
+use super::{any, blocking, BoxError, Entry, LogId, NodeId, StorageError, TypeConfig, LOG, LOG_META};
 
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
@@ -111,9 +109,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let Some((start, end)) = index_bounds(&range) else {
             return Ok(Vec::new());
         };
-        Ok(self
-            .read_entries(start, end)
-            .map_err(|e| StorageIOError::read_logs(any(e)))?)
+        Ok(self.read_entries(start, end).map_err(|e| StorageIOError::read_logs(any(e)))?)
     }
 }
 
@@ -121,16 +117,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId> = self
-            .read_meta(KEY_LAST_PURGED)
-            .map_err(|e| StorageIOError::read_logs(any(e)))?;
-        let last_entry = self
-            .last_entry_id()
-            .map_err(|e| StorageIOError::read_logs(any(e)))?;
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id: last_entry.or(last_purged_log_id),
-        })
+        let last_purged_log_id: Option<LogId> =
+            self.read_meta(KEY_LAST_PURGED).map_err(|e| StorageIOError::read_logs(any(e)))?;
+        let last_entry = self.last_entry_id().map_err(|e| StorageIOError::read_logs(any(e)))?;
+        Ok(LogState { last_purged_log_id, last_log_id: last_entry.or(last_purged_log_id) })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -138,45 +128,31 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        Ok(self
-            .write_meta(KEY_VOTE, vote)
-            .await
-            .map_err(|e| StorageIOError::write_vote(any(e)))?)
+        Ok(self.write_meta(KEY_VOTE, vote).await.map_err(|e| StorageIOError::write_vote(any(e)))?)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        Ok(self
-            .read_meta(KEY_VOTE)
-            .map_err(|e| StorageIOError::read_vote(any(e)))?)
+        Ok(self.read_meta(KEY_VOTE).map_err(|e| StorageIOError::read_vote(any(e)))?)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        Ok(self
-            .write_meta(KEY_COMMITTED, &committed)
-            .await
-            .map_err(|e| StorageIOError::write(any(e)))?)
+        Ok(self.write_meta(KEY_COMMITTED, &committed).await.map_err(|e| StorageIOError::write(any(e)))?)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        let committed: Option<Option<LogId>> = self
-            .read_meta(KEY_COMMITTED)
-            .map_err(|e| StorageIOError::read(any(e)))?;
+        let committed: Option<Option<LogId>> =
+            self.read_meta(KEY_COMMITTED).map_err(|e| StorageIOError::read(any(e)))?;
         Ok(committed.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut rows = Vec::new();
         for entry in entries {
-            let bytes = serde_json::to_vec(&entry)
-                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
+            let bytes = serde_json::to_vec(&entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
             rows.push((entry.log_id.index, bytes));
         }
         let db = self.db.clone();
@@ -208,8 +184,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let db = self.db.clone();
         blocking(move || {
             let txn = db.begin_write()?;
-            txn.open_table(LOG)?
-                .retain_in(log_id.index.., |_, _| false)?;
+            txn.open_table(LOG)?.retain_in(log_id.index.., |_, _| false)?;
             txn.commit()?;
             Ok(())
         })
@@ -224,10 +199,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The purge pointer and the deletion commit together, so a crash never leaves a hole.
         blocking(move || {
             let txn = db.begin_write()?;
-            txn.open_table(LOG_META)?
-                .insert(KEY_LAST_PURGED, purged.as_slice())?;
-            txn.open_table(LOG)?
-                .retain_in(..=log_id.index, |_, _| false)?;
+            txn.open_table(LOG_META)?.insert(KEY_LAST_PURGED, purged.as_slice())?;
+            txn.open_table(LOG)?.retain_in(..=log_id.index, |_, _| false)?;
             txn.commit()?;
             Ok(())
         })
@@ -246,10 +219,7 @@ mod tests {
     use crate::store::open;
 
     #[test]
-    #[allow(
-        clippy::reversed_empty_ranges,
-        reason = "an inverted range must read as empty"
-    )]
+    #[allow(clippy::reversed_empty_ranges, reason = "an inverted range must read as empty")]
     fn index_bounds_cover_every_range_shape() {
         assert_eq!(index_bounds(&(..)), Some((0, None)));
         assert_eq!(index_bounds(&(3..)), Some((3, None)));
@@ -270,27 +240,17 @@ mod tests {
             log.blocking_append(entries).await.expect("append");
             log.purge(log_id(1, 1, 2)).await.expect("purge");
             log.save_vote(&Vote::new(3, 1)).await.expect("vote");
-            log.save_committed(Some(log_id(1, 1, 4)))
-                .await
-                .expect("committed");
+            log.save_committed(Some(log_id(1, 1, 4))).await.expect("committed");
         }
 
         let (mut log, _sm) = open(&path).expect("reopen");
         let state = log.get_log_state().await.expect("log state");
         assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 2)));
         assert_eq!(state.last_log_id, Some(log_id(1, 1, 5)));
-        let indexes: Vec<u64> = log
-            .try_get_log_entries(..)
-            .await
-            .expect("entries")
-            .iter()
-            .map(|e| e.log_id.index)
-            .collect();
+        let indexes: Vec<u64> =
+            log.try_get_log_entries(..).await.expect("entries").iter().map(|e| e.log_id.index).collect();
         assert_eq!(indexes, vec![3, 4, 5]);
         assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(3, 1)));
-        assert_eq!(
-            log.read_committed().await.expect("committed"),
-            Some(log_id(1, 1, 4))
-        );
+        assert_eq!(log.read_committed().await.expect("committed"), Some(log_id(1, 1, 4)));
     }
 }

@@ -54,8 +54,7 @@ pub fn open(path: &Path) -> anyhow::Result<(LogStore, StateMachineStore)> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let db = Database::create(path)
-        .with_context(|| format!("cannot open the Raft store {}", path.display()))?;
+    let db = Database::create(path).with_context(|| format!("cannot open the Raft store {}", path.display()))?;
     create_tables(&db)
         .map_err(|e| anyhow::anyhow!(e))
         .with_context(|| format!("cannot initialize the Raft store {}", path.display()))?;
@@ -75,8 +74,7 @@ pub fn load_state(path: &Path) -> anyhow::Result<Option<ClusterState>> {
         return Ok(None);
     }
     // `open`, not a read-only open: a store left by a crashed daemon needs redb's repair first.
-    let db = Database::open(path)
-        .with_context(|| format!("cannot open the Raft store {}", path.display()))?;
+    let db = Database::open(path).with_context(|| format!("cannot open the Raft store {}", path.display()))?;
     let persisted = state_machine::read_persisted(&db)
         .map_err(|e| anyhow::anyhow!(e))
         .with_context(|| format!("cannot read the applied state from {}", path.display()))?;
@@ -146,19 +144,12 @@ mod tests {
         let path = dir.path().join("raft.redb");
         assert_eq!(load_state(&path).expect("no file"), None);
 
-        let expected = ClusterState {
-            removed_nodes: BTreeSet::from(["gone".to_string()]),
-            ..Default::default()
-        };
+        let expected = ClusterState { removed_nodes: BTreeSet::from(["gone".to_string()]), ..Default::default() };
         {
             let (_log, mut sm) = open(&path).expect("open");
-            let restore = Proposal::now(Command::Restore {
-                state: Box::new(expected.clone()),
-            });
-            let entry = Entry {
-                log_id: openraft::testing::log_id(1, 1, 1),
-                payload: openraft::EntryPayload::Normal(restore),
-            };
+            let restore = Proposal::now(Command::Restore { state: Box::new(expected.clone()) });
+            let entry =
+                Entry { log_id: openraft::testing::log_id(1, 1, 1), payload: openraft::EntryPayload::Normal(restore) };
             let responses = sm.apply([entry]).await.expect("apply");
             assert_eq!(responses, vec![CommandResponse(Ok(()))]);
         }

@@ -12,16 +12,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
-    BasicNode, EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError,
-    StoredMembership,
+    BasicNode, EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError, StoredMembership,
 };
 use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{
-    any, blocking, BoxError, Entry, LogId, NodeId, StorageError, TypeConfig, STATE_MACHINE,
-};
+use super::{any, blocking, BoxError, Entry, LogId, NodeId, StorageError, TypeConfig, STATE_MACHINE};
 use crate::state::{ClusterState, CommandResponse};
 
 /// The applied cluster state, readable without going through Raft.
@@ -67,13 +64,7 @@ impl StateMachineStore {
     pub(super) fn load(db: Arc<Database>) -> Result<Self, BoxError> {
         let persisted = read_persisted(&db)?;
         let (state, applied) = match persisted {
-            Some(p) => (
-                p.state,
-                Applied {
-                    last_applied: p.last_applied,
-                    last_membership: p.last_membership,
-                },
-            ),
+            Some(p) => (p.state, Applied { last_applied: p.last_applied, last_membership: p.last_membership }),
             None => (ClusterState::default(), Applied::default()),
         };
         let (applied_index, _) = watch::channel(index_of(applied.last_applied));
@@ -109,17 +100,11 @@ fn index_of(log_id: Option<LogId>) -> u64 {
 }
 
 /// The rows that persist `state` and `applied`, written together in one transaction.
-fn state_rows(
-    state: &ClusterState,
-    applied: &Applied,
-) -> Result<Vec<(&'static str, Vec<u8>)>, BoxError> {
+fn state_rows(state: &ClusterState, applied: &Applied) -> Result<Vec<(&'static str, Vec<u8>)>, BoxError> {
     Ok(vec![
         (KEY_STATE, serde_json::to_vec(state)?),
         (KEY_LAST_APPLIED, serde_json::to_vec(&applied.last_applied)?),
-        (
-            KEY_LAST_MEMBERSHIP,
-            serde_json::to_vec(&applied.last_membership)?,
-        ),
+        (KEY_LAST_MEMBERSHIP, serde_json::to_vec(&applied.last_membership)?),
     ])
 }
 
@@ -150,34 +135,21 @@ pub(super) fn read_persisted(db: &Database) -> Result<Option<Persisted>, BoxErro
         Some(v) => serde_json::from_slice(v.value())?,
         None => Membership::default(),
     };
-    Ok(Some(Persisted {
-        state: serde_json::from_slice(state.value())?,
-        last_applied,
-        last_membership,
-    }))
+    Ok(Some(Persisted { state: serde_json::from_slice(state.value())?, last_applied, last_membership }))
 }
 
 fn read_snapshot(db: &Database) -> Result<Option<(Meta, Vec<u8>)>, BoxError> {
     let txn = db.begin_read()?;
     let table = txn.open_table(STATE_MACHINE)?;
-    let (Some(meta), Some(data)) = (table.get(KEY_SNAPSHOT_META)?, table.get(KEY_SNAPSHOT_DATA)?)
-    else {
+    let (Some(meta), Some(data)) = (table.get(KEY_SNAPSHOT_META)?, table.get(KEY_SNAPSHOT_DATA)?) else {
         return Ok(None);
     };
-    Ok(Some((
-        serde_json::from_slice(meta.value())?,
-        data.value().to_vec(),
-    )))
+    Ok(Some((serde_json::from_slice(meta.value())?, data.value().to_vec())))
 }
 
 /// Makes a snapshot built here the current one, unless a newer one was installed from the leader
 /// while it was being built.
-fn store_built_snapshot(
-    db: &Database,
-    last_log_id: Option<LogId>,
-    meta: &[u8],
-    data: &[u8],
-) -> Result<(), BoxError> {
+fn store_built_snapshot(db: &Database, last_log_id: Option<LogId>, meta: &[u8], data: &[u8]) -> Result<(), BoxError> {
     let txn = db.begin_write()?;
     {
         let mut table = txn.open_table(STATE_MACHINE)?;
@@ -206,21 +178,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 serde_json::to_vec(&persisted).map(|data| (data, applied.clone()))
             })
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
         let snapshot_id = match applied.last_applied {
             Some(id) => format!("{id}-{nanos}"),
             None => format!("none-{nanos}"),
         };
-        let meta = Meta {
-            last_log_id: applied.last_applied,
-            last_membership: applied.last_membership,
-            snapshot_id,
-        };
-        let meta_bytes =
-            serde_json::to_vec(&meta).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let meta = Meta { last_log_id: applied.last_applied, last_membership: applied.last_membership, snapshot_id };
+        let meta_bytes = serde_json::to_vec(&meta).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
 
         let db = self.db.clone();
         let last_log_id = meta.last_log_id;
@@ -230,10 +194,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
 
@@ -241,8 +202,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = StateMachineStore;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
-        Ok(self
-            .read_consistent(|_, applied| (applied.last_applied, applied.last_membership.clone())))
+        Ok(self.read_consistent(|_, applied| (applied.last_applied, applied.last_membership.clone())))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError>
@@ -259,8 +219,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Blank => Ok(()),
                     EntryPayload::Normal(proposal) => state.apply(entry.log_id.index, &proposal),
                     EntryPayload::Membership(membership) => {
-                        applied.last_membership =
-                            StoredMembership::new(Some(entry.log_id), membership);
+                        applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);
                         Ok(())
                     }
                 };
@@ -271,14 +230,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 return Ok(responses);
             }
             // Whole state per batch: small, and one commit keeps it in step with last_applied.
-            let rows = state_rows(&state, &applied)
-                .map_err(|e| StorageIOError::write_state_machine(any(e)))?;
+            let rows = state_rows(&state, &applied).map_err(|e| StorageIOError::write_state_machine(any(e)))?;
             (rows, index_of(applied.last_applied))
         };
         let db = self.db.clone();
-        blocking(move || write_rows(&db, &rows))
-            .await
-            .map_err(StorageIOError::write_state_machine)?;
+        blocking(move || write_rows(&db, &rows)).await.map_err(StorageIOError::write_state_machine)?;
         self.applied_index.send_replace(last_index);
         Ok(responses)
     }
@@ -291,21 +247,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &Meta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
+    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let read_error =
-            |e: BoxError| StorageIOError::read_snapshot(Some(meta.signature()), any(e));
-        let persisted: Persisted =
-            serde_json::from_slice(&data).map_err(|e| read_error(e.into()))?;
+        let read_error = |e: BoxError| StorageIOError::read_snapshot(Some(meta.signature()), any(e));
+        let persisted: Persisted = serde_json::from_slice(&data).map_err(|e| read_error(e.into()))?;
         // The meta is what the leader vouches for; the copy inside the bytes is informational.
-        let applied = Applied {
-            last_applied: meta.last_log_id,
-            last_membership: meta.last_membership.clone(),
-        };
+        let applied = Applied { last_applied: meta.last_log_id, last_membership: meta.last_membership.clone() };
         let mut rows = state_rows(&persisted.state, &applied).map_err(read_error)?;
         let meta_bytes = serde_json::to_vec(meta).map_err(|e| read_error(e.into()))?;
         rows.extend([(KEY_SNAPSHOT_META, meta_bytes), (KEY_SNAPSHOT_DATA, data)]);
@@ -325,12 +272,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let stored =
-            read_snapshot(&self.db).map_err(|e| StorageIOError::read_snapshot(None, any(e)))?;
-        Ok(stored.map(|(meta, data)| Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        }))
+        let stored = read_snapshot(&self.db).map_err(|e| StorageIOError::read_snapshot(None, any(e)))?;
+        Ok(stored.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
     }
 }
 
@@ -342,9 +285,7 @@ mod tests {
     use openraft::testing::{blank_ent, log_id, membership_ent};
 
     use super::*;
-    use crate::objects::{
-        Node, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus, Version,
-    };
+    use crate::objects::{Node, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus, Version};
     use crate::state::{Command, NodeRecord, Proposal};
     use crate::store::open;
 
@@ -355,18 +296,9 @@ mod tests {
                 version: Version::default(),
                 created_at: Utc::now(),
                 updated_at: Utc::now(),
-                spec: NodeSpec {
-                    role: NodeRole::Worker,
-                    ..Default::default()
-                },
-                description: NodeDescription {
-                    hostname: format!("host-{id}"),
-                    ..Default::default()
-                },
-                status: NodeStatus {
-                    state: NodeState::Ready,
-                    ..Default::default()
-                },
+                spec: NodeSpec { role: NodeRole::Worker, ..Default::default() },
+                description: NodeDescription { hostname: format!("host-{id}"), ..Default::default() },
+                status: NodeStatus { state: NodeState::Ready, ..Default::default() },
                 manager_status: None,
             },
             raft_id: None,
@@ -376,10 +308,7 @@ mod tests {
     }
 
     fn normal(index: u64, command: Command) -> Entry {
-        Entry {
-            log_id: log_id(1, 1, index),
-            payload: EntryPayload::Normal(Proposal::now(command)),
-        }
+        Entry { log_id: log_id(1, 1, index), payload: EntryPayload::Normal(Proposal::now(command)) }
     }
 
     /// Applies a blank, a membership change, two nodes and a refused removal; returns the state.
@@ -390,24 +319,14 @@ mod tests {
                 membership_ent::<TypeConfig>(1, 1, 2, vec![BTreeSet::from([1, 2])]),
                 add_node(3, "n1"),
                 add_node(4, "n2"),
-                normal(
-                    5,
-                    Command::RemoveNode {
-                        id: "n2".into(),
-                        force: false,
-                    },
-                ),
+                normal(5, Command::RemoveNode { id: "n2".into(), force: false }),
             ])
             .await
             .expect("apply");
         assert_eq!(responses.len(), 5);
         assert!(responses[..4].iter().all(|r| r.0.is_ok()), "{responses:?}");
         let refused = responses[4].0.as_ref().expect_err("n2 is not down");
-        assert!(
-            refused.message.contains("is not down and can't be removed"),
-            "{}",
-            refused.message
-        );
+        assert!(refused.message.contains("is not down and can't be removed"), "{}", refused.message);
         let state = sm.shared_state().read().expect("lock").clone();
         assert_eq!(state.nodes.keys().collect::<Vec<_>>(), vec!["n1", "n2"]);
         state
@@ -422,11 +341,7 @@ mod tests {
             let applied_index = sm.applied_index();
             assert_eq!(*applied_index.borrow(), 0);
             let state = apply_some(&mut sm).await;
-            assert_eq!(
-                *applied_index.borrow(),
-                5,
-                "applied_index follows each batch"
-            );
+            assert_eq!(*applied_index.borrow(), 5, "applied_index follows each batch");
             state
         };
 
@@ -435,10 +350,7 @@ mod tests {
         let (last_applied, membership) = sm.applied_state().await.expect("applied state");
         assert_eq!(last_applied, Some(log_id(1, 1, 5)));
         assert_eq!(membership.log_id(), &Some(log_id(1, 1, 2)));
-        assert_eq!(
-            membership.membership().voter_ids().collect::<Vec<_>>(),
-            vec![1, 2]
-        );
+        assert_eq!(membership.membership().voter_ids().collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(*sm.applied_index().borrow(), 5);
     }
 
@@ -447,12 +359,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (_log, mut leader) = open(&dir.path().join("leader.redb")).expect("open leader");
         let expected_state = apply_some(&mut leader).await;
-        let snapshot = leader
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .expect("build");
+        let snapshot = leader.get_snapshot_builder().await.build_snapshot().await.expect("build");
         assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 1, 5)));
 
         let follower_path = dir.path().join("follower.redb");
@@ -460,15 +367,9 @@ mod tests {
             let (_log, mut follower) = open(&follower_path).expect("open follower");
             let mut received = follower.begin_receiving_snapshot().await.expect("begin");
             *received = *snapshot.snapshot;
-            follower
-                .install_snapshot(&snapshot.meta, received)
-                .await
-                .expect("install");
+            follower.install_snapshot(&snapshot.meta, received).await.expect("install");
 
-            assert_eq!(
-                *follower.shared_state().read().expect("lock"),
-                expected_state
-            );
+            assert_eq!(*follower.shared_state().read().expect("lock"), expected_state);
             assert_eq!(
                 follower.applied_state().await.expect("applied"),
                 leader.applied_state().await.expect("applied")
@@ -478,15 +379,8 @@ mod tests {
 
         // Installed state and snapshot are on disk, not just in memory.
         let (_log, mut follower) = open(&follower_path).expect("reopen follower");
-        assert_eq!(
-            *follower.shared_state().read().expect("lock"),
-            expected_state
-        );
-        let current = follower
-            .get_current_snapshot()
-            .await
-            .expect("read")
-            .expect("a snapshot");
+        assert_eq!(*follower.shared_state().read().expect("lock"), expected_state);
+        let current = follower.get_current_snapshot().await.expect("read").expect("a snapshot");
         assert_eq!(current.meta, snapshot.meta);
     }
 
@@ -505,24 +399,14 @@ mod tests {
             last_membership: Membership::default(),
         })
         .expect("json");
-        sm.install_snapshot(&newer, Box::new(Cursor::new(bytes)))
-            .await
-            .expect("install");
+        sm.install_snapshot(&newer, Box::new(Cursor::new(bytes))).await.expect("install");
 
         // What a builder that started before the install would store when it finishes.
-        let older = Meta {
-            last_log_id: Some(log_id(1, 1, 3)),
-            snapshot_id: "older".into(),
-            ..newer.clone()
-        };
+        let older = Meta { last_log_id: Some(log_id(1, 1, 3)), snapshot_id: "older".into(), ..newer.clone() };
         let older_bytes = serde_json::to_vec(&older).expect("json");
         store_built_snapshot(&sm.db, older.last_log_id, &older_bytes, b"{}").expect("store");
 
-        let current = sm
-            .get_current_snapshot()
-            .await
-            .expect("read")
-            .expect("a snapshot");
+        let current = sm.get_current_snapshot().await.expect("read").expect("a snapshot");
         assert_eq!(current.meta, newer);
     }
 }

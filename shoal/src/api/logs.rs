@@ -26,7 +26,11 @@ pub async fn service_logs(
     Ok(stream(lines, format))
 }
 
-pub async fn task_logs(State(st): State<AppState>, Path(id): Path<String>, params: Params) -> Result<Response, HttpError> {
+pub async fn task_logs(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Response, HttpError> {
     let (options, format) = parse(&params)?;
     let lines = st.logs.task_logs(&id, options).await?;
     Ok(stream(lines, format))

@@ -225,10 +225,15 @@ mod enum_tests {
             check(json!({"UpdateConfig": {"FailureAction": "explode"}})),
             Err("unrecognized update failure action explode".into())
         );
-        assert_eq!(check(json!({"RollbackConfig": {"Order": "random"}})), Err("unrecognized update order random".into()));
+        assert_eq!(
+            check(json!({"RollbackConfig": {"Order": "random"}})),
+            Err("unrecognized update order random".into())
+        );
         assert_eq!(check(json!({"EndpointSpec": {"Mode": "x"}})), Err("invalid resolution mode: \"x\"".into()));
         assert_eq!(
-            check(json!({"TaskTemplate": {"RestartPolicy": {"Condition": "on-failure"}}, "EndpointSpec": {"Mode": ""}})),
+            check(
+                json!({"TaskTemplate": {"RestartPolicy": {"Condition": "on-failure"}}, "EndpointSpec": {"Mode": ""}})
+            ),
             Ok(())
         );
     }

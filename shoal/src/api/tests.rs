@@ -135,7 +135,12 @@ fn app(fake: &Arc<Fake>) -> Router {
         engine_id: "engine-1".into(),
         data_root: PathBuf::from("/var/lib/shoal"),
     };
-    router(fake.clone(), Arc::new(super::service_tests::FakeServices::default()), Arc::new(super::logs::tests::FakeLogs), engine)
+    router(
+        fake.clone(),
+        Arc::new(super::service_tests::FakeServices::default()),
+        Arc::new(super::logs::tests::FakeLogs),
+        engine,
+    )
 }
 
 struct Answer {

@@ -7,8 +7,8 @@ use std::io::Write;
 use anyhow::bail;
 use clap::Args;
 use control::objects::service::{
-    ContainerSpec, EndpointSpec, GlobalService, NetworkAttachmentConfig, Placement, ReplicatedService,
-    ResourceLimits, ServiceMode, ServiceSpec, TaskResources, TaskSpec,
+    ContainerSpec, EndpointSpec, GlobalService, NetworkAttachmentConfig, Placement, ReplicatedService, ResourceLimits,
+    ServiceMode, ServiceSpec, TaskResources, TaskSpec,
 };
 use serde::Deserialize;
 
