@@ -22,6 +22,11 @@ use crate::rpc::{pb, transport};
 use crate::state::Command;
 use crate::{tls, token};
 
+/// An unexpected failure below the API, with its whole chain of causes.
+fn internal(e: anyhow::Error) -> ApiError {
+    ApiError::internal(format!("{e:#}"))
+}
+
 impl Daemon {
     /// The running manager, or Docker's error for a worker or a node outside any swarm.
     pub(crate) fn require_manager(&self) -> ApiResult<Arc<Manager>> {
@@ -33,7 +38,6 @@ impl Daemon {
     }
 
     async fn init_inner(&self, req: InitRequest) -> ApiResult<String> {
-        let internal = |e: anyhow::Error| ApiError::internal(format!("{e:#}"));
         let listen_addr = normalize_listen_addr(&req.listen_addr)?;
         let advertise_addr = resolve_advertise_addr(&req.advertise_addr, &listen_addr)?;
         let ca = RootCa::generate().map_err(|e| ApiError::internal(e.to_string()))?;
@@ -74,7 +78,6 @@ impl Daemon {
     /// `swarm init --force-new-cluster` on a manager: keep the state, restart Raft with this node
     /// as its only member. The old Raft files are kept aside, not deleted.
     async fn force_new_cluster(&self, manager: Arc<Manager>) -> ApiResult<String> {
-        let internal = |e: anyhow::Error| ApiError::internal(format!("{e:#}"));
         let local = self.core.local().ok_or_else(ApiError::not_in_swarm)?;
         let state = manager.state();
         drop(manager);
@@ -94,7 +97,6 @@ impl Daemon {
     }
 
     async fn join_inner(&self, req: JoinRequest) -> ApiResult<()> {
-        let internal = |e: anyhow::Error| ApiError::internal(format!("{e:#}"));
         let presented = token::parse(&req.join_token).map_err(|e| ApiError::invalid(e.to_string()))?;
         let listen_addr = normalize_listen_addr(&req.listen_addr)?;
         if req.remote_addrs.is_empty() {
@@ -122,7 +124,6 @@ impl Daemon {
                 }
             }
         }
-        let _ = internal;
         Err(last)
     }
 
@@ -134,7 +135,6 @@ impl Daemon {
         listen_addr: &str,
         advertise_addr: &str,
     ) -> ApiResult<()> {
-        let internal = |e: anyhow::Error| ApiError::internal(format!("{e:#}"));
         // 1. Download the root CA over TLS without trusting it, and pin it by the token's digest.
         let fetch =
             transport::channel(remote, tls::fetch_ca_client_config(), tls::MANAGER_SERVER_NAME).map_err(internal)?;
@@ -293,7 +293,7 @@ impl SwarmApi for Daemon {
                 return Err(leave_refusal(&manager));
             }
             // Best effort: take this node out of the Raft group so the others keep a quorum.
-            if let Some(leader) = manager.leader_manager_addr() {
+            if let Some(leader) = manager.leader_addr() {
                 if let Some(peers) = self.core.peers() {
                     if let Ok(mut client) = peers.membership(&leader) {
                         let mut request = tonic::Request::new(pb::LeaveRaft { node_id: local.node_id.clone() });

@@ -137,7 +137,8 @@ impl Manager {
         self.raft.metrics().borrow().membership_config.membership().voter_ids().any(|id| id == raft_id)
     }
 
-    fn leader_addr(&self) -> Option<String> {
+    /// The leader's manager address, if one is known.
+    pub fn leader_addr(&self) -> Option<String> {
         let metrics = self.raft.metrics().borrow().clone();
         let leader = metrics.current_leader?;
         metrics.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
@@ -307,11 +308,6 @@ impl Manager {
         Ok(())
     }
 
-    /// The leader's manager address, if one is known.
-    pub fn leader_manager_addr(&self) -> Option<String> {
-        self.leader_addr()
-    }
-
     /// The manager addresses agents should know, from the replicated state.
     pub fn manager_peers(&self) -> Vec<pb::Peer> {
         let state = self.state.read().expect("state lock");
@@ -338,10 +334,13 @@ impl Manager {
             return Ok(reply.into_inner());
         }
         self.liveness.lock().expect("liveness lock").last_seen.insert(node_id.to_string(), Instant::now());
-        let state = self.state();
-        let period_ms = heartbeat_period(&state).as_millis() as u64;
-        let Some(record) = state.nodes.get(node_id) else {
-            let removed = state.removed_nodes.contains(node_id);
+        // Only this node's record is needed: no copy of the whole state per heartbeat.
+        let (period, record, removed) = {
+            let state = self.state.read().expect("state lock");
+            (heartbeat_period(&state), state.nodes.get(node_id).cloned(), state.removed_nodes.contains(node_id))
+        };
+        let period_ms = period.as_millis() as u64;
+        let Some(record) = record else {
             return Ok(pb::HeartbeatResponse {
                 period_ms,
                 managers: self.manager_peers(),
@@ -414,8 +413,12 @@ impl Manager {
         if metrics.state != ServerState::Leader {
             return;
         }
-        let state = self.state();
-        let grace = heartbeat_period(&state) * HEARTBEAT_GRACE;
+        // Liveness needs the nodes only, not the tasks.
+        let (nodes, period) = {
+            let state = self.state.read().expect("state lock");
+            (state.nodes.clone(), heartbeat_period(&state))
+        };
+        let grace = period * HEARTBEAT_GRACE;
         // Gossip sees a death in about 2 s; heartbeats take 3 periods. A node is down when either
         // says so, unless it heartbeated after gossip declared it down.
         let gossip_down: HashMap<String, Instant> = match self.gossip.lock().expect("gossip lock").as_ref() {
@@ -435,9 +438,9 @@ impl Manager {
                 liveness.last_seen.clear();
             }
             let now = Instant::now();
-            for id in state.nodes.keys() {
+            for id in nodes.keys() {
                 let seen = *liveness.last_seen.entry(id.clone()).or_insert(now);
-                let record = &state.nodes[id];
+                let record = &nodes[id];
                 if record.node.status.state == NodeState::Down || id == &self.node_id {
                     continue;
                 }
@@ -449,12 +452,12 @@ impl Manager {
             }
         }
         for (id, why) in down {
-            let mut status = state.nodes[&id].node.status.clone();
+            let mut status = nodes[&id].node.status.clone();
             status.state = NodeState::Down;
             status.message = why.into();
             let _ = self.propose(Command::SetNodeStatus { id: id.clone(), status, description: None }).await;
         }
-        for record in state.nodes.values() {
+        for record in nodes.values() {
             if record.node.spec.role == NodeRole::Worker {
                 if let Some(raft_id) = record.raft_id {
                     if let Err(e) = self.remove_voter(&record.node.id, raft_id).await {

@@ -171,6 +171,23 @@ pub fn resolve_endpoint(state: &ClusterState, service_id: &str, spec: &Option<En
     Ok(Endpoint { spec, ports, virtual_ips: Vec::new() })
 }
 
+/// A service as first created: no history, no update in progress (times and version are set
+/// when the entry is applied).
+fn new_service(id: &str, spec: ServiceSpec, endpoint: Endpoint) -> Service {
+    let now = chrono::Utc::now();
+    Service {
+        id: id.to_string(),
+        version: Version::default(),
+        created_at: now,
+        updated_at: now,
+        spec,
+        previous_spec: None,
+        endpoint,
+        update_status: None,
+        service_status: None,
+    }
+}
+
 /// `ServiceStatus` as `docker service ls` shows it (REPLICAS running/desired).
 pub fn service_status(state: &ClusterState, service: &Service) -> ServiceStatus {
     let tasks = state.tasks.values().filter(|t| t.service_id == service.id);
@@ -204,18 +221,7 @@ impl ServiceApi for Daemon {
         let state = manager.state();
         let id = new_node_id();
         let endpoint = resolve_endpoint(&state, &id, &spec.endpoint_spec)?;
-        let now = chrono::Utc::now();
-        let service = Service {
-            id: id.clone(),
-            version: Version::default(),
-            created_at: now,
-            updated_at: now,
-            spec,
-            previous_spec: None,
-            endpoint,
-            update_status: None,
-            service_status: None,
-        };
+        let service = new_service(&id, spec, endpoint);
         manager.propose(Command::CreateService { service: Box::new(service) }).await?;
         Ok((id, Vec::new()))
     }
@@ -317,21 +323,7 @@ mod tests {
 
     fn with_service(state: &mut ClusterState, id: &str, spec: ServiceSpec) {
         let endpoint = resolve_endpoint(state, id, &spec.endpoint_spec).unwrap();
-        let now = chrono::Utc::now();
-        state.services.insert(
-            id.into(),
-            Service {
-                id: id.into(),
-                version: Version::default(),
-                created_at: now,
-                updated_at: now,
-                spec,
-                previous_spec: None,
-                endpoint,
-                update_status: None,
-                service_status: None,
-            },
-        );
+        state.services.insert(id.into(), new_service(id, spec, endpoint));
     }
 
     #[test]

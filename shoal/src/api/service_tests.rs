@@ -1,6 +1,5 @@
 //! The service and task routes driven in-process against a fake `ServiceApi`.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -11,11 +10,10 @@ use control::objects::service::*;
 use control::objects::*;
 use control::{ApiError, ApiResult, ServiceApi, SwarmApi};
 use http_body_util::BodyExt;
-use mesh_agent::host::HostFacts;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use super::{router, EngineFacts};
+use super::router;
 
 /// Two services (`web` replicated ×2 with one task of an older spec, `mon` global) on two
 /// nodes, held in memory; records what it was asked.
@@ -211,19 +209,7 @@ struct Answer {
 }
 
 async fn call(fake: &Arc<FakeServices>, method: Method, uri: &str, body: &str) -> Answer {
-    let engine = EngineFacts {
-        host: HostFacts {
-            hostname: "alpha".into(),
-            architecture: "x86_64".into(),
-            os: "linux".into(),
-            kernel_version: "6.18.0".into(),
-            operating_system: "Debian GNU/Linux 13 (trixie)".into(),
-            ncpu: 2,
-            mem_total: 1 << 30,
-        },
-        engine_id: "engine-1".into(),
-        data_root: PathBuf::from("/var/lib/shoal"),
-    };
+    let engine = super::tests::engine_fixture("alpha");
     let app = router(fake.clone(), fake.clone(), Arc::new(super::logs::tests::FakeLogs), engine);
     let req = Request::builder()
         .method(method)

@@ -121,10 +121,11 @@ impl SwarmApi for Fake {
     }
 }
 
-fn app(fake: &Arc<Fake>) -> Router {
-    let engine = EngineFacts {
+/// The engine every router test runs as, on host `hostname`.
+pub(super) fn engine_fixture(hostname: &str) -> EngineFacts {
+    EngineFacts {
         host: HostFacts {
-            hostname: "node1".into(),
+            hostname: hostname.into(),
             architecture: "x86_64".into(),
             os: "linux".into(),
             kernel_version: "6.18.0".into(),
@@ -134,7 +135,11 @@ fn app(fake: &Arc<Fake>) -> Router {
         },
         engine_id: "engine-1".into(),
         data_root: PathBuf::from("/var/lib/shoal"),
-    };
+    }
+}
+
+fn app(fake: &Arc<Fake>) -> Router {
+    let engine = engine_fixture("node1");
     router(
         fake.clone(),
         Arc::new(super::service_tests::FakeServices::default()),

@@ -202,6 +202,43 @@ pub fn render_node_list(nodes: &[Node], swarm: &SwarmInfo, format: &str) -> Resu
     render_rows(format, &rows, &node_headers())
 }
 
+/// Each error on its own line, as docker reports a command that failed for some of its arguments.
+pub fn joined(errors: Vec<String>) -> anyhow::Result<()> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(errors.join("\n")))
+    }
+}
+
+/// docker's `inspect` of several objects: every one found is printed (a JSON array, or the
+/// template once per object), then the errors of those that were not.
+pub async fn inspect_all<T, F, Fut>(
+    names: &[String],
+    format: &str,
+    out: &mut dyn std::io::Write,
+    fetch: F,
+) -> anyhow::Result<()>
+where
+    T: serde::Serialize,
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let (mut found, mut errors) = (Vec::new(), Vec::new());
+    for name in names {
+        match fetch(name.clone()).await {
+            Ok(item) => found.push(item),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    let text = match format {
+        "" | "json" => inspect_json(&found),
+        template => inspect_template(template, &found).map_err(|e| anyhow::anyhow!(e))?,
+    };
+    out.write_all(text.as_bytes())?;
+    joined(errors)
+}
+
 /// `node inspect` without `--pretty`: a JSON array indented by four spaces, like docker's.
 pub fn inspect_json<T: serde::Serialize>(items: &[T]) -> String {
     let mut buf = Vec::new();

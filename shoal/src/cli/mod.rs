@@ -54,6 +54,24 @@ pub enum Command {
     Version,
 }
 
+/// docker's `rm` of several objects: each name printed once removed, the errors of the others
+/// reported together at the end.
+pub(crate) async fn remove_each(
+    client: &Client,
+    names: &[String],
+    path: impl Fn(&str) -> String,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut errors = Vec::new();
+    for name in names {
+        match client.delete(&path(name)).await {
+            Ok(()) => writeln!(out, "{name}")?,
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    format::joined(errors)
+}
+
 /// Runs a client command against the daemon at `host`.
 pub async fn run(host: &str, command: Command) -> anyhow::Result<()> {
     let client = Client::new(host)?;

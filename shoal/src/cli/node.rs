@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use control::objects::{Node, NodeAvailability, NodeRole, SwarmInfo};
 use serde_json::Value;
 
-use super::format::{inspect_json, inspect_template, node_list_format, render_node_list};
+use super::format::{inspect_all, node_list_format, render_node_list};
 use super::pretty::pretty_node;
 use crate::client::{encode_component, Client};
 
@@ -124,23 +124,9 @@ pub async fn run(client: &Client, cmd: NodeCommand, out: &mut dyn Write) -> anyh
             update_nodes(client, &nodes, out, demote, |n| format!("Manager {n} demoted in the swarm.")).await
         }
         NodeCommand::Rm(args) => {
-            let mut errors = Vec::new();
-            for id in &args.nodes {
-                match client.delete(&format!("/nodes/{}?force={}", encode_component(id), args.force)).await {
-                    Ok(()) => writeln!(out, "{id}")?,
-                    Err(e) => errors.push(e.to_string()),
-                }
-            }
-            joined(errors)
+            let path = |id: &str| format!("/nodes/{}?force={}", encode_component(id), args.force);
+            super::remove_each(client, &args.nodes, path, out).await
         }
-    }
-}
-
-fn joined(errors: Vec<String>) -> anyhow::Result<()> {
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!(errors.join("\n")))
     }
 }
 
@@ -207,19 +193,7 @@ async fn inspect(client: &Client, args: InspectArgs, out: &mut dyn Write) -> any
         out.write_all(text.as_bytes())?;
         return Ok(());
     }
-    let (mut nodes, mut errors) = (Vec::new(), Vec::new());
-    for name in &args.nodes {
-        match get_node(client, name).await {
-            Ok(node) => nodes.push(node),
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
-    let text = match format.as_str() {
-        "" | "json" => inspect_json(&nodes),
-        template => inspect_template(template, &nodes).map_err(|e| anyhow!(e))?,
-    };
-    out.write_all(text.as_bytes())?;
-    joined(errors)
+    inspect_all(&args.nodes, &format, out, |name| async move { get_node(client, &name).await }).await
 }
 
 /// docker's `updateNodes`: read each node, let `merge` change its spec (false: nothing to do),

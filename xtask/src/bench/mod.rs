@@ -16,6 +16,27 @@ use anyhow::Context;
 pub use raft::raft;
 pub use services::services;
 
+/// Builds `shoal` (release unless `debug`), measures `measure` on a fresh lab of `nodes` nodes,
+/// and tears the lab down; a panicking measurement prints the daemons' logs and becomes an error.
+pub(crate) fn in_lab<T>(
+    name: &str,
+    nodes: usize,
+    debug: bool,
+    measure: impl FnOnce(&netns_tests::Lab) -> T,
+) -> anyhow::Result<T> {
+    crate::require_root(&format!("bench {name}"))?;
+    crate::deps::ensure(&[crate::deps::BUILD, crate::deps::LAB])?;
+    let bin = crate::build_shoal(!debug)?;
+    let lab =
+        netns_tests::Lab::create(netns_tests::LabOptions { bin: Some(bin), ..netns_tests::LabOptions::nodes(nodes) })?;
+    let figures = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| measure(&lab)));
+    if figures.is_err() {
+        lab.print_logs(80);
+    }
+    drop(lab);
+    figures.map_err(|_| anyhow::anyhow!("the benchmark failed (see the message and daemon logs above)"))
+}
+
 pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }

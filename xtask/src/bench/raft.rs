@@ -10,14 +10,12 @@
 //! Targets (from issue 2): failover ≤ 1.5 s, write p99 ≤ 20 ms. They are reported, not asserted:
 //! this is a benchmark, not a test. The figures and the command go into docs/benchmarks.md.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use netns_tests::{poll_until, Lab, LabOptions, CLUSTER};
+use netns_tests::{poll_until, Lab, CLUSTER};
 use serde_json::json;
 
 use super::{doc_path, machine, ms, quantile, verdict, write_section};
-use crate::deps;
 
 const FAILOVER_ROUNDS: usize = 10;
 const WRITES: usize = 200;
@@ -29,19 +27,7 @@ struct Figures {
 }
 
 pub fn raft(debug: bool) -> anyhow::Result<()> {
-    crate::require_root("bench raft")?;
-    deps::ensure(&[deps::BUILD, deps::LAB])?;
-    let bin = crate::build_shoal(!debug)?;
-    let lab = Lab::create(LabOptions { bin: Some(bin), ..LabOptions::nodes(3) })?;
-    let figures = match catch_unwind(AssertUnwindSafe(|| measure(&lab))) {
-        Ok(f) => f,
-        Err(_) => {
-            lab.print_logs(80);
-            drop(lab);
-            anyhow::bail!("the benchmark failed (see the message and daemon logs above)");
-        }
-    };
-    drop(lab);
+    let figures = super::in_lab("raft", 3, debug, measure)?;
     let report = render(&figures, if debug { "debug" } else { "release" });
     println!("\n{report}");
     let doc = doc_path();

@@ -16,14 +16,12 @@
 //! 5 s heartbeat); (c) ≤ 2 s (swarmkit's scheduler took 22.6 s, swarmkit#193). Reported, never
 //! asserted.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use netns_tests::swarm::row;
-use netns_tests::{poll_until, Lab, LabOptions, TaskView, CLUSTER};
+use netns_tests::{poll_until, Lab, TaskView, CLUSTER};
 
 use super::{doc_path, machine, quantile, verdict, write_section};
-use crate::deps;
 
 const REPLICAS: usize = 100;
 const CREATE_ROUNDS: usize = 3;
@@ -45,19 +43,7 @@ struct Pass {
 }
 
 pub fn services(debug: bool) -> anyhow::Result<()> {
-    crate::require_root("bench services")?;
-    deps::ensure(&[deps::BUILD, deps::LAB])?;
-    let bin = crate::build_shoal(!debug)?;
-    let lab = Lab::create(LabOptions { bin: Some(bin), ..LabOptions::nodes(5) })?;
-    let figures = match catch_unwind(AssertUnwindSafe(|| measure(&lab))) {
-        Ok(f) => f,
-        Err(_) => {
-            lab.print_logs(80);
-            drop(lab);
-            anyhow::bail!("the benchmark failed (see the message and daemon logs above)");
-        }
-    };
-    drop(lab);
+    let figures = super::in_lab("services", 5, debug, measure)?;
     let orchestrator = orchestrator_bench();
     if let Err(e) = &orchestrator {
         eprintln!("xtask: the in-process orchestrator benchmark did not run: {e:#}");

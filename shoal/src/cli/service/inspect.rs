@@ -3,13 +3,13 @@
 
 use std::io::Write;
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use control::objects::service::{Service, UpdateConfig, UpdateState};
 
 use crate::cli::duration::human_duration;
-use crate::cli::format::{api_name, bytes_size, inspect_json, inspect_template};
+use crate::cli::format::{api_name, bytes_size, inspect_all};
 use crate::cli::units::go_duration;
 use crate::client::{encode_component, Client, ClientError};
 
@@ -47,22 +47,7 @@ pub async fn run(client: &Client, args: InspectArgs, out: &mut dyn Write) -> any
         out.write_all(text.as_bytes())?;
         return Ok(());
     }
-    let (mut services, mut errors) = (Vec::new(), Vec::new());
-    for name in &args.services {
-        match get(client, name).await {
-            Ok(s) => services.push(s),
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
-    let text = match format.as_str() {
-        "" | "json" => inspect_json(&services),
-        template => inspect_template(template, &services).map_err(|e| anyhow!(e))?,
-    };
-    out.write_all(text.as_bytes())?;
-    if !errors.is_empty() {
-        bail!(errors.join("\n"));
-    }
-    Ok(())
+    inspect_all(&args.services, &format, out, |name| async move { get(client, &name).await }).await
 }
 
 /// docker's `serviceInspectPrettyTemplate` for one service, followed by the blank line

@@ -21,9 +21,10 @@ pub mod fixtures;
 
 use std::io::Write;
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 
+use crate::cli::format::joined;
 use crate::client::{encode_component, Client};
 
 #[derive(Subcommand, Debug)]
@@ -79,22 +80,7 @@ pub async fn run(client: &Client, cmd: ServiceCommand, out: &mut dyn Write) -> a
 
 /// docker's `runRemove`: each name printed as it goes, errors collected.
 async fn remove(client: &Client, services: &[String], out: &mut dyn Write) -> anyhow::Result<()> {
-    let mut errors = Vec::new();
-    for name in services {
-        match client.delete(&format!("/services/{}", encode_component(name))).await {
-            Ok(()) => writeln!(out, "{name}")?,
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
-    joined(errors)
-}
-
-fn joined(errors: Vec<String>) -> anyhow::Result<()> {
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!(errors.join("\n")))
-    }
+    crate::cli::remove_each(client, services, |name| format!("/services/{}", encode_component(name)), out).await
 }
 
 /// docker's `scaleArgs` check, before anything is sent.
