@@ -92,3 +92,19 @@ pub trait LogsApi: Send + Sync + 'static {
     /// Lines of one task (`key`: ID or unique prefix).
     async fn task_logs(&self, key: &str, options: LogOptions) -> ApiResult<tokio::sync::mpsc::Receiver<LogMessage>>;
 }
+
+/// The network endpoints (`/networks`): swarm-scoped overlay networks.
+#[async_trait]
+pub trait NetworkApi: Send + Sync + 'static {
+    /// `POST /networks/create`.
+    async fn create_network(
+        &self,
+        req: crate::objects::network::NetworkCreateRequest,
+    ) -> ApiResult<crate::objects::network::NetworkCreateResponse>;
+    /// `GET /networks` (unfiltered; the HTTP layer applies `filters`).
+    async fn list_networks(&self) -> ApiResult<Vec<crate::objects::network::Network>>;
+    /// `GET /networks/{id}`: `key` is a full ID, a name or a unique ID prefix (Docker's order).
+    async fn inspect_network(&self, key: &str) -> ApiResult<crate::objects::network::Network>;
+    /// `DELETE /networks/{id}`: refused with Docker's message while a service or task uses it.
+    async fn remove_network(&self, key: &str) -> ApiResult<()>;
+}

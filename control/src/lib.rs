@@ -18,7 +18,9 @@ pub mod error;
 pub mod executor;
 mod lifecycle;
 mod logs;
+mod network_api;
 pub mod manager;
+pub mod netmap;
 pub mod objects;
 pub mod orchestrator;
 pub mod raft_network;
@@ -29,5 +31,5 @@ pub mod store;
 pub mod tls;
 pub mod token;
 
-pub use api::{LogMessage, LogOptions, LogsApi, ServiceApi, SwarmApi};
+pub use api::{LogMessage, LogOptions, LogsApi, NetworkApi, ServiceApi, SwarmApi};
 pub use error::{ApiError, ApiResult, ErrorKind};

@@ -524,6 +524,7 @@ mod service_tests {
             node_id: "n".into(),
             status: TaskStatus { timestamp: Utc::now(), state, ..Default::default() },
             desired_state: TaskState::Running,
+            networks_attachments: Vec::new(),
         }
     }
 

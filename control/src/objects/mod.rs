@@ -4,6 +4,7 @@
 //! translation of paths and status codes, never of fields. Fields that only Shoal needs live in
 //! the `*Record` wrappers in [`crate::state`], never in these types.
 
+pub mod network;
 pub mod service;
 
 use std::collections::BTreeMap;

@@ -437,4 +437,7 @@ pub struct Task {
     pub node_id: String,
     pub status: TaskStatus,
     pub desired_state: TaskState,
+    /// The networks the task is on and its address on each (allocated when the task is created).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    pub networks_attachments: Vec<super::network::NetworkAttachment>,
 }

@@ -149,5 +149,7 @@ pub(crate) fn new_task(pass: &mut Pass<'_>, service: &Service, key: &SlotKey) ->
             ..Default::default()
         },
         desired_state: TaskState::Running,
+        // Filled in by the store when the task is created (IPAM lives in `ClusterState::apply`).
+        networks_attachments: Vec::new(),
     }
 }

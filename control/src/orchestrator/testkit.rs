@@ -62,6 +62,7 @@ pub fn task_on(id: &str, node_id: &str, state: TaskState, timestamp: DateTime<Ut
         node_id: node_id.into(),
         status: TaskStatus { timestamp, state, ..Default::default() },
         desired_state: TaskState::Running,
+        networks_attachments: Vec::new(),
     }
 }
 

@@ -65,6 +65,7 @@ fn task(id: &str, service: &Service, slot: u64, node: &str, desired: TaskState, 
         node_id: node.into(),
         status: TaskStatus { timestamp: t0(), state, ..Default::default() },
         desired_state: desired,
+        networks_attachments: Vec::new(),
     }
 }
 

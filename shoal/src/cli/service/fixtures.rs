@@ -59,6 +59,7 @@ pub fn task(id: &str, service_id: &str, slot: u64, node: &str, state: TaskState,
         node_id: node.into(),
         status: TaskStatus { timestamp: at, state, ..Default::default() },
         desired_state: desired,
+        networks_attachments: Vec::new(),
     }
 }
 
