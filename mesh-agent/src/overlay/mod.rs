@@ -17,7 +17,6 @@
 //! worker threads never change namespace.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 
 /// The node's underlay, where VXLAN packets leave from.
 #[derive(Clone, Debug, PartialEq, Eq)]
