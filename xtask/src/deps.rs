@@ -20,6 +20,10 @@ pub struct Tool {
 pub const BUILD: &[Tool] = &[
     Tool { command: "protoc", package: "protobuf-compiler", why: "gRPC code generation (control/build.rs)" },
     Tool { command: "clang", package: "clang", why: "compiling the eBPF programs" },
+    Tool { command: "pkg-config", package: "pkg-config", why: "finding libnftnl and libmnl" },
+    Tool { command: "/usr/include/libnftnl/table.h", package: "libnftnl-dev", why: "egress NAT over nf_tables (nftnl)" },
+    Tool { command: "/usr/include/libmnl/libmnl.h", package: "libmnl-dev", why: "netlink sockets for nftnl (mnl)" },
+    Tool { command: "/usr/include/bpf/bpf_helpers.h", package: "libbpf-dev", why: "headers of the eBPF C programs" },
 ];
 
 /// What the netns lab needs.
@@ -29,10 +33,19 @@ pub const LAB: &[Tool] = &[
     Tool { command: "unshare", package: "util-linux", why: "a hostname per node daemon" },
     Tool { command: "nsenter", package: "util-linux", why: "entering task namespaces (the demo, the tests)" },
     Tool { command: "curl", package: "curl", why: "health checks in the service tests, the demo's request to a task" },
+    Tool { command: "bridge", package: "iproute2", why: "FDB dumps in the overlay tests" },
+    Tool { command: "tcpdump", package: "tcpdump", why: "captures on the lab underlay (VXLAN, isolation)" },
+    Tool { command: "dig", package: "dnsutils", why: "DNS queries from inside tasks" },
+    Tool { command: "iperf3", package: "iperf3", why: "overlay throughput tests and benchmarks" },
+    Tool { command: "nc", package: "netcat-openbsd", why: "TCP/UDP probes between tasks" },
 ];
 
-/// Finds `command` on PATH or in the sbin directories a non-root PATH often lacks.
+/// Finds `command` on PATH or in the sbin directories a non-root PATH often lacks; an absolute
+/// path (a library's header) only has to exist.
 pub fn find(command: &str) -> Option<PathBuf> {
+    if command.starts_with('/') {
+        return Path::new(command).exists().then(|| PathBuf::from(command));
+    }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
