@@ -1,10 +1,20 @@
-//! Shoal's eBPF data plane: C programs (tc/tcx, XDP where it pays, cgroup socket hooks) compiled
-//! by clang at build time, the Rust mirror of the types they share with user space, and the aya
-//! loader. The programs arrive with the routing-mesh issue; the constants every data-plane part
-//! agrees on live here from the start.
+//! Shoal's eBPF data plane: C programs (cgroup socket hooks for east-west VIPs, tc/tcx for the
+//! routing mesh) compiled by clang at build time from `bpf/`, the Rust mirror of the types they
+//! share with user space (`types`), Maglev table generation (`maglev`) and the aya loader
+//! (`mesh`), which loads or adopts the programs and pinned maps and feeds them services.
 //!
 //! **Architecture invariant:** `mesh-ebpf` knows nothing about Raft or the API; it is given
 //! backends and services and programs maps.
+
+pub mod maglev;
+mod mesh;
+mod sys;
+pub mod types;
+
+#[cfg(test)]
+mod testns;
+
+pub use mesh::{pin_dir, Backend, Mesh, MeshError, NodeConfig, Proto, ServiceCounters, ServiceKey, PIN_LAYOUT_VERSION};
 
 /// The VXLAN UDP port overlays use unless `swarm init --data-path-port` says otherwise.
 pub const DEFAULT_DATA_PATH_PORT: u16 = 4789;

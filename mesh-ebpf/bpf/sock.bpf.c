@@ -1,0 +1,86 @@
+/* East-west service VIPs at the socket: connect4 (TCP and connected UDP) and sendmsg4
+ * (unconnected UDP) rewrite VIP:port to a backend chosen by Maglev over the socket cookie, once
+ * per socket, so there is no per-packet NAT and no conntrack. recvmsg4 puts the VIP back as the
+ * source address an unconnected UDP client sees. All hooks return 1 (allow) whatever happens:
+ * traffic that is not for a known VIP is untouched. */
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include "lb.h"
+
+#define AF_INET 2
+
+char LICENSE[] SEC("license") = "GPL";
+
+static __always_inline __u32 cookie_hash(__u64 cookie)
+{
+	return hash_words((__u32)cookie, (__u32)(cookie >> 32), 0);
+}
+
+static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 proto, int remember)
+{
+	struct svc_key key = {
+		.addr = ctx->user_ip4,
+		.port = (__u16)ctx->user_port,
+		.proto = proto,
+		.scope = SHOAL_SCOPE_VIP,
+	};
+	struct svc_value *svc = bpf_map_lookup_elem(&services, &key);
+	if (!svc)
+		return 1;
+	__u32 svc_id = svc->id;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct backend be;
+	__u32 backend_id = lb_select(svc_id, cookie_hash(cookie), &be);
+	if (!backend_id) {
+		count_no_backend(svc_id);
+		return 1;
+	}
+	if (remember) {
+		struct sock_revnat_key rk = { .cookie = cookie, .addr = be.addr, .port = be.port };
+		struct sock_revnat_value rv = { .addr = key.addr, .port = key.port };
+		bpf_map_update_elem(&sock_revnat, &rk, &rv, BPF_ANY);
+	}
+	ctx->user_ip4 = be.addr;
+	ctx->user_port = (__u32)be.port;
+	count_new_flow(svc_id, backend_id);
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int shoal_connect4(struct bpf_sock_addr *ctx)
+{
+	if (ctx->user_family != AF_INET)
+		return 1;
+	if (ctx->protocol == IPPROTO_TCP)
+		return translate(ctx, IPPROTO_TCP, 0);
+	if (ctx->protocol == IPPROTO_UDP)
+		return translate(ctx, IPPROTO_UDP, 1);
+	return 1;
+}
+
+SEC("cgroup/sendmsg4")
+int shoal_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	if (ctx->user_family != AF_INET || ctx->protocol != IPPROTO_UDP)
+		return 1;
+	return translate(ctx, IPPROTO_UDP, 1);
+}
+
+SEC("cgroup/recvmsg4")
+int shoal_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	if (ctx->user_family != AF_INET || ctx->protocol != IPPROTO_UDP)
+		return 1;
+	struct sock_revnat_key rk = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.addr = ctx->user_ip4,
+		.port = (__u16)ctx->user_port,
+	};
+	struct sock_revnat_value *rv = bpf_map_lookup_elem(&sock_revnat, &rk);
+	if (!rv)
+		return 1;
+	ctx->user_ip4 = rv->addr;
+	ctx->user_port = (__u32)rv->port;
+	return 1;
+}

@@ -1,0 +1,488 @@
+//! The loader: loads (or adopts) the eBPF objects with this node's settings, keeps their maps
+//! pinned under a per-node versioned bpffs directory, attaches programs through pinned links,
+//! and turns services and backends into map entries.
+//!
+//! Restart model: maps are pinned by name, so a new `Mesh` on the same directory reuses them with
+//! all their state (services, Maglev tables, conntrack). Programs are reloaded from the embedded
+//! objects every time, and existing pinned links are pointed at the new programs with
+//! `bpf_link_update`: nothing is detached, nothing is attached twice.
+
+use std::collections::{BTreeSet, HashMap as StdHashMap};
+use std::fs::File;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Array, HashMap, HashOfMaps, MapData, MapError, PerCpuArray, PerCpuValues};
+use aya::programs::links::FdLink;
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError};
+use aya::{Ebpf, EbpfError, EbpfLoader};
+
+use crate::maglev;
+use crate::sys;
+use crate::types::*;
+
+static SOCK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock.bpf.o"));
+
+/// Socket-hook programs in `bpf/sock.bpf.c`.
+const SOCK_PROGRAMS: [&str; 3] = ["shoal_connect4", "shoal_sendmsg4", "shoal_recvmsg4"];
+
+/// Layout version of the pinned maps; bump it whenever a shared type or map definition changes so
+/// a new agent never reuses maps with an old layout.
+pub const PIN_LAYOUT_VERSION: &str = "v1";
+
+/// Flag that lets each Maglev table have its own size (`BPF_F_INNER_MAP`).
+const BPF_F_INNER_MAP: u32 = 1 << 12;
+
+/// The per-node pin directory: `<bpffs>/shoal/<node>/v1`.
+pub fn pin_dir(bpffs: &Path, node: &str) -> PathBuf {
+    bpffs.join("shoal").join(node).join(PIN_LAYOUT_VERSION)
+}
+
+/// Settings of this node, baked into the programs at load time as read-only globals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Underlay address; published ports answer on it.
+    pub node_addr: Ipv4Addr,
+    /// Seed of the flow hash. Must be the same on every node of the cluster.
+    pub hash_seed: u32,
+    /// The underlay device (where client traffic for published ports arrives).
+    pub underlay_ifindex: u32,
+    /// The ingress-overlay bridge (where routed flows are sent).
+    pub ingress_bridge_ifindex: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => IPPROTO_TCP,
+            Proto::Udp => IPPROTO_UDP,
+        }
+    }
+}
+
+/// What a client addresses to reach a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ServiceKey {
+    /// A service VIP on an overlay, reached east-west from tasks.
+    Vip { addr: Ipv4Addr, port: u16, proto: Proto },
+    /// A published port of the routing mesh, answering on the node's address.
+    Published { port: u16, proto: Proto },
+}
+
+impl ServiceKey {
+    fn raw(self) -> SvcKey {
+        match self {
+            ServiceKey::Vip { addr, port, proto } => {
+                SvcKey { addr: ip_to_be(addr), port: port_to_be(port), proto: proto.number(), scope: SCOPE_VIP }
+            }
+            ServiceKey::Published { port, proto } => {
+                SvcKey { addr: 0, port: port_to_be(port), proto: proto.number(), scope: SCOPE_NODE }
+            }
+        }
+    }
+}
+
+/// One task behind a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    /// Underlay address of the node that runs the task.
+    pub node_addr: Ipv4Addr,
+    /// MAC of that node's ingress bridge.
+    pub node_mac: [u8; 6],
+    /// A draining backend gets no new flows but keeps its established ones.
+    pub draining: bool,
+}
+
+impl Backend {
+    /// An active backend with no node information (enough for east-west VIPs).
+    pub fn new(addr: Ipv4Addr, port: u16) -> Self {
+        Backend { addr, port, node_addr: Ipv4Addr::UNSPECIFIED, node_mac: [0; 6], draining: false }
+    }
+
+    fn raw(&self, svc_id: u32) -> BackendValue {
+        BackendValue {
+            addr: ip_to_be(self.addr),
+            port: port_to_be(self.port),
+            state: if self.draining { BACKEND_DRAINING } else { BACKEND_ACTIVE },
+            node_addr: ip_to_be(self.node_addr),
+            node_mac: self.node_mac,
+            svc_id,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("cannot create the bpffs pin directory {path}")]
+    PinDir { path: PathBuf, source: io::Error },
+    #[error("cannot load the eBPF object {object}")]
+    Load { object: &'static str, source: Box<EbpfError> },
+    #[error("the eBPF object has no program {0}")]
+    MissingProgram(&'static str),
+    #[error("cannot load the eBPF program {program}")]
+    Program { program: &'static str, source: ProgramError },
+    #[error("the eBPF map {map} is missing or has another layout")]
+    Map { map: &'static str, source: Option<MapError> },
+    #[error("cannot update the eBPF map {map}")]
+    MapUpdate { map: &'static str, source: MapError },
+    #[error("cannot open cgroup {path}")]
+    Cgroup { path: PathBuf, source: io::Error },
+    #[error("cannot attach {program} to {target}")]
+    Attach { program: &'static str, target: String, source: ProgramError },
+    #[error("cannot pin {what} at {path}")]
+    Pin { what: String, path: PathBuf, source: io::Error },
+    #[error("cannot adopt the pinned link {path} ({call} failed)")]
+    Adopt { path: PathBuf, call: &'static str, source: io::Error },
+    #[error("cannot count the possible CPUs")]
+    Cpus { source: io::Error },
+    #[error("no free {0} id: the map is full")]
+    IdsExhausted(&'static str),
+}
+
+/// Hands out small integer ids (index of per-id counters) and takes them back.
+#[derive(Debug)]
+struct Ids {
+    used: BTreeSet<u32>,
+    next: u32,
+    max: u32,
+}
+
+impl Ids {
+    fn new(max: u32) -> Self {
+        Ids { used: BTreeSet::new(), next: 1, max }
+    }
+
+    /// Id 0 is never handed out: the programs read it as "no backend".
+    fn alloc(&mut self, what: &'static str) -> Result<u32, MeshError> {
+        for _ in 1..self.max {
+            let id = self.next;
+            self.next = if self.next + 1 >= self.max { 1 } else { self.next + 1 };
+            if self.used.insert(id) {
+                return Ok(id);
+            }
+        }
+        Err(MeshError::IdsExhausted(what))
+    }
+
+    fn free(&mut self, id: u32) {
+        self.used.remove(&id);
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ServiceState {
+    id: u32,
+    /// (backend id, backend) in the order the caller gave them.
+    backends: Vec<(u32, BackendValue)>,
+}
+
+/// Counters of one service, summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCounters {
+    pub service: Counters,
+    /// Per backend address and port.
+    pub backends: Vec<((Ipv4Addr, u16), Counters)>,
+}
+
+/// The loaded data plane of one node.
+pub struct Mesh {
+    pin_dir: PathBuf,
+    config: NodeConfig,
+    sock: Ebpf,
+    services: HashMap<MapData, SvcKey, SvcValue>,
+    backends: HashMap<MapData, u32, BackendValue>,
+    maglev: HashOfMaps<MapData, u32, Array<MapData, u32>>,
+    svc_counters: PerCpuArray<MapData, Counters>,
+    backend_counters: PerCpuArray<MapData, Counters>,
+    state: StdHashMap<SvcKey, ServiceState>,
+    svc_ids: Ids,
+    backend_ids: Ids,
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(MapError) -> MeshError {
+    move |source| MeshError::Map { map, source: Some(source) }
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, map: &'static str) -> Result<T, MeshError> {
+    let raw = ebpf.take_map(map).ok_or(MeshError::Map { map, source: None })?;
+    T::try_from(raw).map_err(map_err(map))
+}
+
+fn load_object(bytes: &[u8], object: &'static str, pin_dir: &Path, config: &NodeConfig) -> Result<Ebpf, MeshError> {
+    let node_addr = ip_to_be(config.node_addr);
+    EbpfLoader::new()
+        // Without it, pinned-by-name maps would land in the host-wide bpffs root.
+        .default_map_pin_directory(pin_dir)
+        .override_global("hash_seed", &config.hash_seed, true)
+        .override_global("node_addr", &node_addr, true)
+        .override_global("underlay_ifindex", &config.underlay_ifindex, true)
+        .override_global("ingress_bridge_ifindex", &config.ingress_bridge_ifindex, true)
+        .load(bytes)
+        .map_err(|source| MeshError::Load { object, source: Box::new(source) })
+}
+
+impl Mesh {
+    /// Loads the programs with `config` and adopts the maps pinned in `pin_dir` (creating them on
+    /// first use). Use [`pin_dir`] to build the directory from the bpffs mount and node name.
+    pub fn load(pin_dir: &Path, config: NodeConfig) -> Result<Mesh, MeshError> {
+        for dir in [pin_dir.to_path_buf(), pin_dir.join("links"), pin_dir.join("progs")] {
+            std::fs::create_dir_all(&dir).map_err(|source| MeshError::PinDir { path: dir.clone(), source })?;
+        }
+        let mut sock = load_object(SOCK_OBJECT, "sock.bpf.o", pin_dir, &config)?;
+        for name in SOCK_PROGRAMS {
+            let program: &mut CgroupSockAddr = sock
+                .program_mut(name)
+                .ok_or(MeshError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| MeshError::Program { program: name, source })?;
+            program.load().map_err(|source| MeshError::Program { program: name, source })?;
+            let pin = pin_dir.join("progs").join(name);
+            let _ = std::fs::remove_file(&pin);
+            program.pin(&pin).map_err(|e| MeshError::Pin {
+                what: name.to_string(),
+                path: pin.clone(),
+                source: io::Error::other(e),
+            })?;
+        }
+        let mut mesh = Mesh {
+            pin_dir: pin_dir.to_path_buf(),
+            config,
+            services: take(&mut sock, "services")?,
+            backends: take(&mut sock, "backends")?,
+            maglev: take(&mut sock, "maglev_tables")?,
+            svc_counters: take(&mut sock, "svc_counters")?,
+            backend_counters: take(&mut sock, "backend_counters")?,
+            sock,
+            state: StdHashMap::new(),
+            svc_ids: Ids::new(MAX_SERVICES),
+            backend_ids: Ids::new(MAX_BACKENDS),
+        };
+        mesh.rebuild_state()?;
+        Ok(mesh)
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Reads back what a previous agent left in the pinned maps, so ids stay stable and updates
+    /// replace entries instead of leaking them.
+    fn rebuild_state(&mut self) -> Result<(), MeshError> {
+        let mut by_id: StdHashMap<u32, SvcKey> = StdHashMap::new();
+        for entry in self.services.iter() {
+            let (key, value) = entry.map_err(map_err("services"))?;
+            self.svc_ids.used.insert(value.id);
+            by_id.insert(value.id, key);
+            self.state.insert(key, ServiceState { id: value.id, backends: Vec::new() });
+        }
+        for entry in self.backends.iter() {
+            let (id, backend) = entry.map_err(map_err("backends"))?;
+            self.backend_ids.used.insert(id);
+            if let Some(state) = by_id.get(&backend.svc_id).and_then(|key| self.state.get_mut(key)) {
+                state.backends.push((id, backend));
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches the socket programs to the cgroup2 directory `path`: every process in it (and
+    /// below) gets VIPs translated at connect/sendmsg time. Idempotent across restarts: an
+    /// existing pinned link for this cgroup is switched to the new programs instead.
+    pub fn attach_cgroup(&mut self, path: &Path) -> Result<(), MeshError> {
+        let cgroup_err = |source| MeshError::Cgroup { path: path.to_path_buf(), source };
+        let cgroup = File::open(path).map_err(cgroup_err)?;
+        let inode = cgroup.metadata().map_err(cgroup_err)?.ino();
+        for name in SOCK_PROGRAMS {
+            let link_pin = self.pin_dir.join("links").join(format!("cgroup-{inode}-{name}"));
+            let program: &mut CgroupSockAddr = self
+                .sock
+                .program_mut(name)
+                .ok_or(MeshError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| MeshError::Program { program: name, source })?;
+            if link_pin.exists() {
+                let adopt_err = |call| {
+                    let path = link_pin.clone();
+                    move |source| MeshError::Adopt { path, call, source }
+                };
+                let link = sys::obj_get(&link_pin).map_err(adopt_err("BPF_OBJ_GET"))?;
+                let prog_fd = program.fd().map_err(|source| MeshError::Program { program: name, source })?;
+                sys::link_update(link.as_fd(), prog_fd.as_fd()).map_err(adopt_err("BPF_LINK_UPDATE"))?;
+                continue;
+            }
+            let attach_err = |source| MeshError::Attach { program: name, target: path.display().to_string(), source };
+            // bpf_link_create takes no mode flags: cgroup links always coexist with other programs.
+            let id = program.attach(&cgroup, CgroupAttachMode::Single).map_err(attach_err)?;
+            let link = program.take_link(id).map_err(attach_err)?;
+            let link: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| MeshError::Pin {
+                what: name.to_string(),
+                path: link_pin.clone(),
+                source: io::Error::other(e),
+            })?;
+            link.pin(&link_pin).map_err(|e| MeshError::Pin {
+                what: name.to_string(),
+                path: link_pin.clone(),
+                source: io::Error::other(e),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Makes `backends` the backends of `key`, creating the service if needed. Backends already
+    /// present (same address and port) keep their id and counters. The new Maglev table replaces
+    /// the old one in one map update, so readers see either the old or the new table.
+    pub fn set_service(&mut self, key: ServiceKey, backends: &[Backend]) -> Result<(), MeshError> {
+        let raw_key = key.raw();
+        let (svc_id, old) = match self.state.get(&raw_key) {
+            Some(state) => (state.id, state.backends.clone()),
+            None => {
+                let id = self.svc_ids.alloc("service")?;
+                zero_counters(&mut self.svc_counters, id, "svc_counters")?;
+                (id, Vec::new())
+            }
+        };
+        let mut new: Vec<(u32, BackendValue)> = Vec::with_capacity(backends.len());
+        for backend in backends {
+            let value = backend.raw(svc_id);
+            let same = |(_, b): &&(u32, BackendValue)| b.addr == value.addr && b.port == value.port;
+            let id = match old.iter().find(same) {
+                Some(&(id, _)) => id,
+                None => {
+                    let id = self.backend_ids.alloc("backend")?;
+                    zero_counters(&mut self.backend_counters, id, "backend_counters")?;
+                    id
+                }
+            };
+            if old.iter().find(same).map(|(_, b)| *b) != Some(value) {
+                self.backends
+                    .insert(id, value, 0)
+                    .map_err(|source| MeshError::MapUpdate { map: "backends", source })?;
+            }
+            new.push((id, value));
+        }
+
+        let active: Vec<&(u32, BackendValue)> = new.iter().filter(|(_, b)| b.state == BACKEND_ACTIVE).collect();
+        if active.is_empty() {
+            removed(self.maglev.remove(&svc_id), "maglev_tables")?;
+        } else {
+            let keys: Vec<u64> =
+                active.iter().map(|(_, b)| maglev::backend_key(ip_from_be(b.addr), port_from_be(b.port))).collect();
+            let m = maglev::table_size(active.len());
+            let table = maglev::build_table(&keys, m, self.config.hash_seed as u64);
+            let update_err = |source| MeshError::MapUpdate { map: "maglev_tables", source };
+            let mut inner: Array<MapData, u32> = Array::create(m + 1, BPF_F_INNER_MAP).map_err(update_err)?;
+            inner.set(0, m, 0).map_err(update_err)?;
+            for (slot, &owner) in table.iter().enumerate() {
+                inner.set(slot as u32 + 1, active[owner as usize].0, 0).map_err(update_err)?;
+            }
+            self.maglev.insert(svc_id, &inner, 0).map_err(update_err)?;
+        }
+        let value = SvcValue { id: svc_id, backend_count: new.len() as u32, flags: 0, pad: 0 };
+        self.services.insert(raw_key, value, 0).map_err(|source| MeshError::MapUpdate { map: "services", source })?;
+
+        for (id, _) in old.iter().filter(|(id, _)| !new.iter().any(|(n, _)| n == id)) {
+            self.forget_backend(*id)?;
+        }
+        self.state.insert(raw_key, ServiceState { id: svc_id, backends: new });
+        Ok(())
+    }
+
+    fn forget_backend(&mut self, id: u32) -> Result<(), MeshError> {
+        removed(self.backends.remove(&id), "backends")?;
+        self.backend_ids.free(id);
+        Ok(())
+    }
+
+    /// Removes a service and its backends. Established routed flows keep their translation in
+    /// conntrack until they end. Removing an unknown service is not an error.
+    pub fn remove_service(&mut self, key: ServiceKey) -> Result<(), MeshError> {
+        let raw_key = key.raw();
+        let Some(state) = self.state.remove(&raw_key) else {
+            return Ok(());
+        };
+        removed(self.services.remove(&raw_key), "services")?;
+        removed(self.maglev.remove(&state.id), "maglev_tables")?;
+        for (id, _) in &state.backends {
+            self.forget_backend(*id)?;
+        }
+        self.svc_ids.free(state.id);
+        Ok(())
+    }
+
+    /// Services currently programmed, as their keys in the maps.
+    pub fn service_count(&self) -> usize {
+        self.state.len()
+    }
+
+    /// Counters of every service, summed over CPUs.
+    pub fn counters(&self) -> Result<StdHashMap<ServiceKey, ServiceCounters>, MeshError> {
+        let mut out = StdHashMap::new();
+        for (raw_key, state) in &self.state {
+            let key = service_key_from_raw(raw_key);
+            let service = sum_counters(&self.svc_counters, state.id, "svc_counters")?;
+            let mut backends = Vec::new();
+            for (id, b) in &state.backends {
+                let c = sum_counters(&self.backend_counters, *id, "backend_counters")?;
+                backends.push(((ip_from_be(b.addr), port_from_be(b.port)), c));
+            }
+            out.insert(key, ServiceCounters { service, backends });
+        }
+        Ok(out)
+    }
+}
+
+/// Deleting a key that is already gone is success: the end state is what was asked for.
+fn removed(result: Result<(), MapError>, map: &'static str) -> Result<(), MeshError> {
+    match result {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(source) => Err(MeshError::MapUpdate { map, source }),
+    }
+}
+
+fn service_key_from_raw(raw: &SvcKey) -> ServiceKey {
+    let proto = if raw.proto == IPPROTO_UDP { Proto::Udp } else { Proto::Tcp };
+    let port = port_from_be(raw.port);
+    if raw.scope == SCOPE_NODE {
+        ServiceKey::Published { port, proto }
+    } else {
+        ServiceKey::Vip { addr: ip_from_be(raw.addr), port, proto }
+    }
+}
+
+fn sum_counters(map: &PerCpuArray<MapData, Counters>, id: u32, name: &'static str) -> Result<Counters, MeshError> {
+    let values = map.get(&id, 0).map_err(map_err(name))?;
+    let mut total = Counters::default();
+    for c in values.iter() {
+        total.add(c);
+    }
+    Ok(total)
+}
+
+/// A reused id must not inherit the counts of its previous owner.
+fn zero_counters(map: &mut PerCpuArray<MapData, Counters>, id: u32, name: &'static str) -> Result<(), MeshError> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, source)| MeshError::Cpus { source })?;
+    let values =
+        PerCpuValues::try_from(vec![Counters::default(); cpus]).map_err(|source| MeshError::Cpus { source })?;
+    map.set(id, values, 0).map_err(|source| MeshError::MapUpdate { map: name, source })
+}
+
+#[cfg(test)]
+#[path = "mesh_tests.rs"]
+mod tests;

@@ -1,0 +1,225 @@
+//! Privileged tests of the socket-level VIPs: a real cgroup, real sockets, a child process.
+//! Each test runs in its own sandbox (private mount and network namespaces, own bpffs and
+//! cgroup2 mounts); see `testns`.
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::*;
+use crate::testns::{command_in_cgroup, in_sandbox, run, Sandbox};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const B1: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+const B2: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+
+fn config() -> NodeConfig {
+    NodeConfig {
+        node_addr: Ipv4Addr::new(198, 18, 0, 1),
+        hash_seed: 0x5ee0a11,
+        underlay_ifindex: 0,
+        ingress_bridge_ifindex: 0,
+    }
+}
+
+/// A TCP backend that answers every connection with its name until dropped.
+struct TcpBackend {
+    addr: SocketAddrV4,
+    stop: Arc<AtomicBool>,
+}
+
+impl TcpBackend {
+    fn start(ip: Ipv4Addr, port: u16, name: &'static str) -> TcpBackend {
+        let addr = SocketAddrV4::new(ip, port);
+        let listener = TcpListener::bind(addr).expect("bind backend");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(mut conn) = conn {
+                    let _ = conn.write_all(name.as_bytes());
+                }
+            }
+        });
+        TcpBackend { addr, stop }
+    }
+}
+
+impl Drop for TcpBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop; this thread is outside the test cgroup, so no VIP logic applies.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// A UDP backend that answers every datagram with its name (exits with the namespace's thread).
+fn udp_backend(ip: Ipv4Addr, port: u16, name: &'static str) {
+    let socket = UdpSocket::bind(SocketAddrV4::new(ip, port)).expect("bind udp backend");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((_, from)) = socket.recv_from(&mut buf) {
+            if &buf[..4] == b"stop" {
+                break;
+            }
+            let _ = socket.send_to(name.as_bytes(), from);
+        }
+    });
+}
+
+fn python_in_cgroup(sandbox: &Sandbox, script: &str) -> String {
+    let out = command_in_cgroup("python3", &sandbox.cgroup).arg("-c").arg(script).output().expect("run python3");
+    assert!(out.status.success(), "client failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Connects `n` times to the VIP from a process in the cgroup; returns how many answers came from
+/// b1 and b2.
+fn connect_many(sandbox: &Sandbox, n: usize) -> (usize, usize) {
+    let script = format!(
+        "import socket\nfor i in range({n}):\n  s=socket.create_connection(('{VIP}',80),timeout=5)\n  print(s.recv(16).decode())\n  s.close()\n"
+    );
+    let out = python_in_cgroup(sandbox, &script);
+    let b1 = out.lines().filter(|l| *l == "b1").count();
+    let b2 = out.lines().filter(|l| *l == "b2").count();
+    assert_eq!(b1 + b2, n, "unexpected answers: {out}");
+    (b1, b2)
+}
+
+fn vip_tcp() -> ServiceKey {
+    ServiceKey::Vip { addr: VIP, port: 80, proto: Proto::Tcp }
+}
+
+#[test]
+fn connect_to_a_vip_spreads_over_backends_and_follows_removals() {
+    in_sandbox(|sandbox| {
+        run("ip", &["addr", "add", "10.1.0.1/32", "dev", "lo"]);
+        run("ip", &["addr", "add", "10.1.0.2/32", "dev", "lo"]);
+        let _b1 = TcpBackend::start(B1, 8080, "b1");
+        let _b2 = TcpBackend::start(B2, 8080, "b2");
+
+        let mut mesh = Mesh::load(&sandbox.pin_dir("node1"), config()).expect("load");
+        mesh.attach_cgroup(&sandbox.cgroup).expect("attach");
+        mesh.set_service(vip_tcp(), &[Backend::new(B1, 8080), Backend::new(B2, 8080)]).unwrap();
+
+        let (b1, b2) = connect_many(sandbox, 60);
+        assert!(b1 >= 12 && b2 >= 12, "60 connections should spread over both backends: b1={b1} b2={b2}");
+
+        mesh.set_service(vip_tcp(), &[Backend::new(B1, 8080)]).unwrap();
+        assert_eq!(connect_many(sandbox, 20), (20, 0), "a removed backend must get no new connection");
+
+        let counters = mesh.counters().unwrap();
+        let svc = &counters[&vip_tcp()];
+        assert_eq!(svc.service.new_flows, 80);
+        assert_eq!(svc.backends, vec![((B1, 8080), Counters { new_flows: (b1 + 20) as u64, ..Default::default() })]);
+
+        // A draining backend gets no new flows either; an empty active set leaves the VIP alone.
+        mesh.set_service(vip_tcp(), &[Backend { draining: true, ..Backend::new(B1, 8080) }]).unwrap();
+        let script = format!("import socket\ntry:\n  socket.create_connection(('{VIP}',80),timeout=1)\n  print('connected')\nexcept OSError:\n  print('failed')\n");
+        assert_eq!(python_in_cgroup(sandbox, &script).trim(), "failed");
+        assert_eq!(mesh.counters().unwrap()[&vip_tcp()].service.no_backend, 1);
+
+        mesh.remove_service(vip_tcp()).unwrap();
+        assert_eq!(mesh.service_count(), 0);
+    });
+}
+
+#[test]
+fn unconnected_udp_sees_the_vip_as_the_reply_source() {
+    in_sandbox(|sandbox| {
+        run("ip", &["addr", "add", "10.1.0.1/32", "dev", "lo"]);
+        run("ip", &["addr", "add", "10.1.0.2/32", "dev", "lo"]);
+        udp_backend(B1, 5353, "b1");
+        udp_backend(B2, 5353, "b2");
+        let mut mesh = Mesh::load(&sandbox.pin_dir("node1"), config()).expect("load");
+        mesh.attach_cgroup(&sandbox.cgroup).expect("attach");
+        let key = ServiceKey::Vip { addr: VIP, port: 53, proto: Proto::Udp };
+        mesh.set_service(key, &[Backend::new(B1, 5353), Backend::new(B2, 5353)]).unwrap();
+
+        let script = format!(
+            "import socket\nfor i in range(30):\n  s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n  s.settimeout(5)\n  s.sendto(b'hi',('{VIP}',53))\n  d,a=s.recvfrom(64)\n  print(d.decode(),a[0],a[1])\n"
+        );
+        let out = python_in_cgroup(sandbox, &script);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 30);
+        for line in &lines {
+            assert!(line.ends_with(&format!(" {VIP} 53")), "reply source must be the VIP: {line}");
+        }
+        let b1 = lines.iter().filter(|l| l.starts_with("b1 ")).count();
+        assert!(b1 >= 5 && b1 <= 25, "30 sockets should spread over both backends: b1={b1}");
+    });
+}
+
+#[test]
+fn a_restarted_loader_adopts_maps_and_links_without_attaching_twice() {
+    in_sandbox(|sandbox| {
+        run("ip", &["addr", "add", "10.1.0.1/32", "dev", "lo"]);
+        let _b1 = TcpBackend::start(B1, 8080, "b1");
+        let pin = sandbox.pin_dir("node1");
+        {
+            let mut mesh = Mesh::load(&pin, config()).expect("load");
+            mesh.attach_cgroup(&sandbox.cgroup).expect("attach");
+            mesh.set_service(vip_tcp(), &[Backend::new(B1, 8080)]).unwrap();
+        }
+        // The first loader is gone; its pinned links keep translating.
+        assert_eq!(connect_many(sandbox, 3), (3, 0));
+
+        let mut mesh = Mesh::load(&pin, config()).expect("reload");
+        assert_eq!(mesh.service_count(), 1, "services are read back from the pinned maps");
+        mesh.attach_cgroup(&sandbox.cgroup).expect("re-attach");
+        let links = std::fs::read_dir(pin.join("links")).unwrap().count();
+        assert_eq!(links, 3, "one link per socket hook, not two");
+        let attached = python_in_cgroup(sandbox, "print(open('/proc/self/cgroup').read())");
+        assert!(attached.contains("shoal-test"), "{attached}");
+        assert_eq!(connect_many(sandbox, 3), (3, 0));
+        // Ids survive the restart: counters keep counting for the same backend.
+        assert_eq!(mesh.counters().unwrap()[&vip_tcp()].backends[0].1.new_flows, 6);
+        let started = Instant::now();
+        mesh.set_service(vip_tcp(), &[Backend::new(B1, 8080)]).unwrap();
+        assert!(started.elapsed().as_millis() < 1000);
+    });
+}
+
+#[test]
+fn a_backend_change_costs_the_same_whatever_the_number_of_services() {
+    const SERVICES: u32 = 300;
+    in_sandbox(|sandbox| {
+        let mut mesh = Mesh::load(&sandbox.pin_dir("node1"), config()).expect("load");
+        let started = Instant::now();
+        for i in 0..SERVICES {
+            let vip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 0)) + i);
+            let key = ServiceKey::Vip { addr: vip, port: 80, proto: Proto::Tcp };
+            mesh.set_service(key, &[Backend::new(B1, 8080)]).unwrap();
+        }
+        let setup = started.elapsed();
+        assert_eq!(mesh.service_count(), SERVICES as usize);
+        let key = ServiceKey::Vip { addr: Ipv4Addr::new(10, 200, 0, 7), port: 80, proto: Proto::Tcp };
+        let mut times = Vec::new();
+        for round in 0..20 {
+            let backends: &[Backend] = if round % 2 == 0 {
+                &[Backend::new(B1, 8080), Backend::new(B2, 8080)]
+            } else {
+                &[Backend::new(B1, 8080)]
+            };
+            let t = Instant::now();
+            mesh.set_service(key, backends).unwrap();
+            times.push(t.elapsed());
+        }
+        times.sort();
+        // The cost is one table of 251 slots whatever the number of services, but every insert
+        // into a map-of-maps waits for an RCU grace period in the kernel (maybe_wait_bpf_programs):
+        // measured here ~16 ms median per update (10 k services took 128 s to set up, so this test
+        // uses 300). Today's behaviour is asserted; the fix (in-place double-buffered tables, no
+        // outer-map update on a backend change) should bring it under 1 ms.
+        println!(
+            "{SERVICES} services set up in {setup:?}; one backend change: median {:?}, max {:?}",
+            times[10], times[19]
+        );
+        assert!(times[10].as_millis() < 50, "median update {:?}", times[10]);
+    });
+}
