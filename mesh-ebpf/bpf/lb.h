@@ -43,22 +43,24 @@ static __always_inline void count_no_backend(__u32 svc_id)
 		__sync_fetch_and_add(&c->no_backend, 1);
 }
 
-/* Picks the backend for `hash` in the service's Maglev table. Returns the backend id (0 when the
- * service has no usable backend) and copies the backend into *out. */
-static __always_inline __u32 lb_select(__u32 svc_id, __u32 hash, struct backend *out)
+/* Picks the backend for `hash` in the active half of the service's Maglev map. Returns the
+ * backend id (0 when the service has no usable backend) and copies the backend into *out.
+ * A program that read the generation just before a flip may finish its lookup in the half being
+ * rewritten: it then gets a backend of the old or the new set, never an out-of-range slot. */
+static __always_inline __u32 lb_select(__u32 svc_id, __u32 generation, __u32 hash, struct backend *out)
 {
 	void *table = bpf_map_lookup_elem(&maglev_tables, &svc_id);
 	if (!table)
 		return 0;
-	__u32 zero = 0;
-	__u32 *size = bpf_map_lookup_elem(table, &zero);
+	__u32 half = generation & 1;
+	__u32 *size = bpf_map_lookup_elem(table, &half);
 	if (!size)
 		return 0;
 	__u32 m = *size;
 	if (m == 0)
 		return 0;
 	/* The inner array bounds-checks the index itself, so no verifier-visible bound is needed. */
-	__u32 slot = hash % m + 1;
+	__u32 slot = SHOAL_MAGLEV_SLOT(hash % m, half);
 	__u32 *id = bpf_map_lookup_elem(table, &slot);
 	if (!id)
 		return 0;

@@ -23,8 +23,10 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } backends SEC(".maps");
 
-/* Maglev table of one service: slot 0 holds the table size M, slots 1..=M hold backend ids.
- * BPF_F_INNER_MAP lets each service's table have its own size (a prime >= 100 x backends). */
+/* The two Maglev tables of one service (layout: SHOAL_MAGLEV_SLOT). Created once per service
+ * and rewritten in place: replacing an outer entry waits for an RCU grace period (~16 ms), while
+ * rewriting the idle half and flipping svc_value.generation costs a few microseconds.
+ * BPF_F_INNER_MAP lets each service's map have its own capacity (a prime >= 100 x backends). */
 struct maglev_inner {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -33,7 +35,7 @@ struct maglev_inner {
 	__type(value, __u32);
 };
 
-/* Service id -> its Maglev table. Replacing an entry swaps a whole table atomically. */
+/* Service id -> its Maglev tables. Replaced only when a service outgrows its capacity. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
 	__uint(max_entries, SHOAL_MAX_SERVICES);
@@ -82,5 +84,21 @@ struct {
 	__type(value, struct return_mac);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } return_macs SEC(".maps");
+
+/* Per-CPU counters of the routing mesh, indexed by SHOAL_STAT_*. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SHOAL_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mesh_stats SEC(".maps");
+
+static __always_inline void count_stat(__u32 reason)
+{
+	__u64 *n = bpf_map_lookup_elem(&mesh_stats, &reason);
+	if (n)
+		*n += 1;
+}
 
 #endif

@@ -24,6 +24,32 @@
 #define SHOAL_BACKEND_ACTIVE 0
 #define SHOAL_BACKEND_DRAINING 1 /* no new flows; established flows keep going */
 
+/* ct_value.tcp_seen: TCP flags seen in that entry's direction. A flow is closed once either
+ * direction saw RST or both saw FIN; a SYN on a closed flow starts a new one (new backend pick). */
+#define SHOAL_CT_SEEN_SYN 1
+#define SHOAL_CT_SEEN_FIN 2
+#define SHOAL_CT_SEEN_RST 4
+
+/* Maglev map of a service: keys 0 and 1 hold the sizes M of halves 0 and 1, slot i of half h is
+ * key 2 + 2 * i + h. Interleaving the halves lets a program find a slot without knowing the
+ * map's capacity. */
+#define SHOAL_MAGLEV_SLOT(i, half) (2 + 2 * (i) + (half))
+
+/* Indexes of the per-CPU mesh_stats counters: what the routing mesh did with packets that were
+ * not simply "translated" (those are counted per service). */
+#define SHOAL_STAT_FRAGMENT 0          /* IPv4 fragment to the node address: passed to the stack */
+#define SHOAL_STAT_TRUNCATED 1         /* headers cut short: passed to the stack, which drops it */
+#define SHOAL_STAT_IP_OPTIONS 2        /* IPv4 header with options: handled, only counted */
+#define SHOAL_STAT_DROP_NO_BACKEND 3   /* published port without an active backend: dropped */
+#define SHOAL_STAT_DROP_REWRITE 4      /* a store or checksum helper failed: dropped */
+#define SHOAL_STAT_ICMP_TRANSLATED 5   /* ICMP error of a tracked flow, translated */
+#define SHOAL_STAT_ICMP_UNTRACKED 6    /* ICMP error of no known flow (or inner options): passed */
+#define SHOAL_STAT_RETURN_TAKEOVER 7   /* new flow took a 4-tuple's return path from another entry node */
+#define SHOAL_STAT_DROP_RETURN_CONFLICT 8 /* packet of the flow that lost its return path: dropped */
+#define SHOAL_STAT_NEW_FLOW 9          /* conntrack entries created */
+#define SHOAL_STAT_REPLY 10            /* reply packets reverse-translated */
+#define SHOAL_STAT_MAX 16
+
 /* ct_value.dir */
 #define SHOAL_CT_ORIGINAL 0 /* client -> published port: DNAT to the backend */
 #define SHOAL_CT_REPLY 1    /* backend -> client: restore node address and published port */
@@ -40,7 +66,9 @@ struct svc_value {
 	__u32 id;
 	__u32 backend_count;
 	__u32 flags;
-	__u32 pad;
+	/* Bumped on every backend change; generation & 1 is the active half of the service's Maglev
+	 * map (see maps.h), so a change rewrites the idle half and flips this one word. */
+	__u32 generation;
 };
 _Static_assert(sizeof(struct svc_value) == 16, "svc_value size");
 
@@ -73,7 +101,7 @@ struct ct_value {
 	__u32 nat_addr; /* new daddr (original dir) or new saddr (reply dir) */
 	__u16 nat_port;
 	__u8 dir;
-	__u8 pad;
+	__u8 tcp_seen; /* SHOAL_CT_SEEN_* flags seen in this entry's direction */
 	__u32 svc_id;
 };
 _Static_assert(sizeof(struct ct_value) == 24, "ct_value size");

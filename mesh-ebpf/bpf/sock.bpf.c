@@ -29,9 +29,10 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 proto, int 
 	if (!svc)
 		return 1;
 	__u32 svc_id = svc->id;
+	__u32 generation = svc->generation;
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct backend be;
-	__u32 backend_id = lb_select(svc_id, cookie_hash(cookie), &be);
+	__u32 backend_id = lb_select(svc_id, generation, cookie_hash(cookie), &be);
 	if (!backend_id) {
 		count_no_backend(svc_id);
 		return 1;

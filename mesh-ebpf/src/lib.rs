@@ -9,12 +9,14 @@
 pub mod maglev;
 mod mesh;
 mod sys;
+mod tc;
 pub mod types;
 
 #[cfg(test)]
 mod testns;
 
 pub use mesh::{pin_dir, Backend, Mesh, MeshError, NodeConfig, Proto, ServiceCounters, ServiceKey, PIN_LAYOUT_VERSION};
+pub use tc::MeshStats;
 
 /// The VXLAN UDP port overlays use unless `swarm init --data-path-port` says otherwise.
 pub const DEFAULT_DATA_PATH_PORT: u16 = 4789;

@@ -20,7 +20,7 @@ pub fn table_size(backends: usize) -> u32 {
 }
 
 fn is_prime(n: u32) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
 
 /// splitmix64: a fast, well-mixed, fully deterministic 64-bit hash step.
@@ -80,7 +80,7 @@ pub fn backend_key(addr: std::net::Ipv4Addr, port: u16) -> u64 {
 mod tests {
     use super::*;
 
-    const SEED: u64 = 0x5ee0_a11;
+    const SEED: u64 = 0x05ee_0a11;
     const PINNED_PREFIX: [u32; 12] = [4, 4, 2, 3, 2, 4, 0, 2, 0, 4, 0, 3];
 
     fn keys(n: u32) -> Vec<u64> {

@@ -15,7 +15,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use aya::maps::{Array, HashMap, HashOfMaps, MapData, MapError, PerCpuArray, PerCpuValues};
+use aya::maps::{HashMap, HashOfMaps, MapData, MapError, PerCpuArray, PerCpuValues};
 use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError};
 use aya::{Ebpf, EbpfError, EbpfLoader};
@@ -25,18 +25,20 @@ use crate::sys;
 use crate::types::*;
 
 static SOCK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock.bpf.o"));
+pub(crate) static HOST_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/host.bpf.o"));
+pub(crate) static TASK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/task.bpf.o"));
 
 /// Socket-hook programs in `bpf/sock.bpf.c`.
 const SOCK_PROGRAMS: [&str; 3] = ["shoal_connect4", "shoal_sendmsg4", "shoal_recvmsg4"];
 
 /// Layout version of the pinned maps; bump it whenever a shared type or map definition changes so
 /// a new agent never reuses maps with an old layout.
-pub const PIN_LAYOUT_VERSION: &str = "v1";
+pub const PIN_LAYOUT_VERSION: &str = "v2";
 
 /// Flag that lets each Maglev table have its own size (`BPF_F_INNER_MAP`).
 const BPF_F_INNER_MAP: u32 = 1 << 12;
 
-/// The per-node pin directory: `<bpffs>/shoal/<node>/v1`.
+/// The per-node pin directory: `<bpffs>/shoal/<node>/v2`.
 pub fn pin_dir(bpffs: &Path, node: &str) -> PathBuf {
     bpffs.join("shoal").join(node).join(PIN_LAYOUT_VERSION)
 }
@@ -181,11 +183,14 @@ impl Ids {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct ServiceState {
     id: u32,
     /// (backend id, backend) in the order the caller gave them.
     backends: Vec<(u32, BackendValue)>,
+    /// The service's two Maglev tables (`maglev_slot` layout) and the largest table they hold.
+    tables: Option<(MapData, u32)>,
+    generation: u32,
 }
 
 /// Counters of one service, summed over CPUs.
@@ -201,9 +206,12 @@ pub struct Mesh {
     pin_dir: PathBuf,
     config: NodeConfig,
     sock: Ebpf,
+    pub(crate) host: Ebpf,
+    pub(crate) task: Ebpf,
+    pub(crate) mesh_stats: PerCpuArray<MapData, u64>,
     services: HashMap<MapData, SvcKey, SvcValue>,
     backends: HashMap<MapData, u32, BackendValue>,
-    maglev: HashOfMaps<MapData, u32, Array<MapData, u32>>,
+    maglev: HashOfMaps<MapData, u32, MapData>,
     svc_counters: PerCpuArray<MapData, Counters>,
     backend_counters: PerCpuArray<MapData, Counters>,
     state: StdHashMap<SvcKey, ServiceState>,
@@ -256,7 +264,14 @@ impl Mesh {
                 source: io::Error::other(e),
             })?;
         }
+        let mut host = load_object(HOST_OBJECT, "host.bpf.o", pin_dir, &config)?;
+        crate::tc::load_classifiers(&mut host, &crate::tc::HOST_PROGRAMS)?;
+        let mut task = load_object(TASK_OBJECT, "task.bpf.o", pin_dir, &config)?;
+        crate::tc::load_classifiers(&mut task, &crate::tc::TASK_PROGRAMS)?;
         let mut mesh = Mesh {
+            mesh_stats: take(&mut host, "mesh_stats")?,
+            host,
+            task,
             pin_dir: pin_dir.to_path_buf(),
             config,
             services: take(&mut sock, "services")?,
@@ -289,7 +304,16 @@ impl Mesh {
             let (key, value) = entry.map_err(map_err("services"))?;
             self.svc_ids.used.insert(value.id);
             by_id.insert(value.id, key);
-            self.state.insert(key, ServiceState { id: value.id, backends: Vec::new() });
+            let tables = match self.maglev.get(&value.id, 0) {
+                Ok(map) => {
+                    let entries = map.info().map_err(map_err("maglev_tables"))?.max_entries();
+                    Some((map, entries.saturating_sub(2) / 2))
+                }
+                Err(MapError::KeyNotFound) => None,
+                Err(source) => return Err(MeshError::Map { map: "maglev_tables", source: Some(source) }),
+            };
+            let state = ServiceState { id: value.id, backends: Vec::new(), tables, generation: value.generation };
+            self.state.insert(key, state);
         }
         for entry in self.backends.iter() {
             let (id, backend) = entry.map_err(map_err("backends"))?;
@@ -345,18 +369,34 @@ impl Mesh {
     }
 
     /// Makes `backends` the backends of `key`, creating the service if needed. Backends already
-    /// present (same address and port) keep their id and counters. The new Maglev table replaces
-    /// the old one in one map update, so readers see either the old or the new table.
+    /// present (same address and port) keep their id and counters. The new Maglev table is
+    /// written into the idle half of the service's Maglev map and made active by bumping the
+    /// generation in the service entry, one plain hash update: readers see the old or the new
+    /// table, and only a new service or one outgrowing its map pays for a map-of-maps update.
     pub fn set_service(&mut self, key: ServiceKey, backends: &[Backend]) -> Result<(), MeshError> {
         let raw_key = key.raw();
-        let (svc_id, old) = match self.state.get(&raw_key) {
-            Some(state) => (state.id, state.backends.clone()),
+        let mut state = match self.state.remove(&raw_key) {
+            Some(state) => state,
             None => {
                 let id = self.svc_ids.alloc("service")?;
                 zero_counters(&mut self.svc_counters, id, "svc_counters")?;
-                (id, Vec::new())
+                ServiceState { id, backends: Vec::new(), tables: None, generation: 0 }
             }
         };
+        let result = self.program_service(raw_key, &mut state, backends);
+        // Even on error the state keeps what the maps hold, so a retry does not leak ids.
+        self.state.insert(raw_key, state);
+        result
+    }
+
+    fn program_service(
+        &mut self,
+        raw_key: SvcKey,
+        state: &mut ServiceState,
+        backends: &[Backend],
+    ) -> Result<(), MeshError> {
+        let svc_id = state.id;
+        let old = std::mem::take(&mut state.backends);
         let mut new: Vec<(u32, BackendValue)> = Vec::with_capacity(backends.len());
         for backend in backends {
             let value = backend.raw(svc_id);
@@ -377,29 +417,48 @@ impl Mesh {
             new.push((id, value));
         }
 
+        // Backends this call drops are forgotten only once the new table is live.
+        state.backends = new.clone();
+        state.backends.extend(old.iter().filter(|(id, _)| !new.iter().any(|(n, _)| n == id)).copied());
+
         let active: Vec<&(u32, BackendValue)> = new.iter().filter(|(_, b)| b.state == BACKEND_ACTIVE).collect();
-        if active.is_empty() {
-            removed(self.maglev.remove(&svc_id), "maglev_tables")?;
+        let keys: Vec<u64> =
+            active.iter().map(|(_, b)| maglev::backend_key(ip_from_be(b.addr), port_from_be(b.port))).collect();
+        // An empty active set is an empty table (size 0): programs then find no backend.
+        let (m, slots) = if active.is_empty() {
+            (0, Vec::new())
         } else {
-            let keys: Vec<u64> =
-                active.iter().map(|(_, b)| maglev::backend_key(ip_from_be(b.addr), port_from_be(b.port))).collect();
             let m = maglev::table_size(active.len());
             let table = maglev::build_table(&keys, m, self.config.hash_seed as u64);
-            let update_err = |source| MeshError::MapUpdate { map: "maglev_tables", source };
-            let mut inner: Array<MapData, u32> = Array::create(m + 1, BPF_F_INNER_MAP).map_err(update_err)?;
-            inner.set(0, m, 0).map_err(update_err)?;
-            for (slot, &owner) in table.iter().enumerate() {
-                inner.set(slot as u32 + 1, active[owner as usize].0, 0).map_err(update_err)?;
+            (m, table.iter().map(|&owner| active[owner as usize].0).collect::<Vec<u32>>())
+        };
+        let generation = state.generation.wrapping_add(1);
+        let update_err = |source| MeshError::MapUpdate { map: "maglev_tables", source };
+        match &state.tables {
+            Some((map, capacity)) if *capacity >= m => {
+                write_half(map, generation & 1, &slots).map_err(update_err)?;
             }
-            self.maglev.insert(svc_id, &inner, 0).map_err(update_err)?;
+            _ => {
+                // A fresh map gets the table in both halves: readers may still hold either
+                // generation when it replaces the old map.
+                let capacity = m.max(maglev::MIN_TABLE_SIZE);
+                let fd = sys::create_u32_array(2 + 2 * capacity, BPF_F_INNER_MAP)
+                    .map_err(|e| update_err(MapError::IoError(e)))?;
+                let map = MapData::from_fd(fd).map_err(update_err)?;
+                write_half(&map, 0, &slots).map_err(update_err)?;
+                write_half(&map, 1, &slots).map_err(update_err)?;
+                self.maglev.insert(svc_id, &map, 0).map_err(update_err)?;
+                state.tables = Some((map, capacity));
+            }
         }
-        let value = SvcValue { id: svc_id, backend_count: new.len() as u32, flags: 0, pad: 0 };
+        let value = SvcValue { id: svc_id, backend_count: new.len() as u32, flags: 0, generation };
         self.services.insert(raw_key, value, 0).map_err(|source| MeshError::MapUpdate { map: "services", source })?;
+        state.generation = generation;
 
         for (id, _) in old.iter().filter(|(id, _)| !new.iter().any(|(n, _)| n == id)) {
             self.forget_backend(*id)?;
         }
-        self.state.insert(raw_key, ServiceState { id: svc_id, backends: new });
+        state.backends = new;
         Ok(())
     }
 
@@ -445,6 +504,16 @@ impl Mesh {
         }
         Ok(out)
     }
+}
+
+/// Writes one Maglev table (backend id per slot) into half `half` of a service's Maglev map in a
+/// single batch: the slots first, then the size that makes them reachable.
+fn write_half(map: &MapData, half: u32, slots: &[u32]) -> Result<(), MapError> {
+    let mut keys: Vec<u32> = (0..slots.len() as u32).map(|i| maglev_slot(i, half)).collect();
+    let mut values = slots.to_vec();
+    keys.push(half);
+    values.push(slots.len() as u32);
+    sys::update_u32_batch(map.fd().as_fd(), &keys, &values).map_err(MapError::IoError)
 }
 
 /// Deleting a key that is already gone is success: the end state is what was asked for.

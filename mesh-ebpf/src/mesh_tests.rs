@@ -151,7 +151,7 @@ fn unconnected_udp_sees_the_vip_as_the_reply_source() {
             assert!(line.ends_with(&format!(" {VIP} 53")), "reply source must be the VIP: {line}");
         }
         let b1 = lines.iter().filter(|l| l.starts_with("b1 ")).count();
-        assert!(b1 >= 5 && b1 <= 25, "30 sockets should spread over both backends: b1={b1}");
+        assert!((5..=25).contains(&b1), "30 sockets should spread over both backends: b1={b1}");
     });
 }
 
@@ -211,15 +211,15 @@ fn a_backend_change_costs_the_same_whatever_the_number_of_services() {
             times.push(t.elapsed());
         }
         times.sort();
-        // The cost is one table of 251 slots whatever the number of services, but every insert
-        // into a map-of-maps waits for an RCU grace period in the kernel (maybe_wait_bpf_programs):
-        // measured here ~16 ms median per update (10 k services took 128 s to set up, so this test
-        // uses 300). Today's behaviour is asserted; the fix (in-place double-buffered tables, no
-        // outer-map update on a backend change) should bring it under 1 ms.
+        // A change rewrites the idle half of the service's Maglev map (one batch of 252 slots) and
+        // flips the generation in the service entry: no map-of-maps update, so no RCU grace
+        // period. Replacing the whole inner map, as before, cost ~16 ms median on this box
+        // (setting a service up still pays it once). The bound is loose on purpose: it only
+        // fails if a grace period creeps back into the path.
         println!(
             "{SERVICES} services set up in {setup:?}; one backend change: median {:?}, max {:?}",
             times[10], times[19]
         );
-        assert!(times[10].as_millis() < 50, "median update {:?}", times[10]);
+        assert!(times[10].as_micros() < 4000, "median update {:?} is back near the old 16 ms", times[10]);
     });
 }

@@ -17,10 +17,34 @@ pub const BACKEND_ACTIVE: u8 = 0;
 pub const BACKEND_DRAINING: u8 = 1;
 pub const CT_ORIGINAL: u8 = 0;
 pub const CT_REPLY: u8 = 1;
+pub const CT_SEEN_SYN: u8 = 1;
+pub const CT_SEEN_FIN: u8 = 2;
+pub const CT_SEEN_RST: u8 = 4;
+
+/// Key of slot `index` of Maglev half `half` in a service's Maglev map; keys 0 and 1 hold the
+/// sizes of the two halves (`SHOAL_MAGLEV_SLOT`).
+pub const fn maglev_slot(index: u32, half: u32) -> u32 {
+    2 + 2 * index + half
+}
+
+/// Indexes of the per-CPU `mesh_stats` counters (`SHOAL_STAT_*`).
+pub const STAT_FRAGMENT: u32 = 0;
+pub const STAT_TRUNCATED: u32 = 1;
+pub const STAT_IP_OPTIONS: u32 = 2;
+pub const STAT_DROP_NO_BACKEND: u32 = 3;
+pub const STAT_DROP_REWRITE: u32 = 4;
+pub const STAT_ICMP_TRANSLATED: u32 = 5;
+pub const STAT_ICMP_UNTRACKED: u32 = 6;
+pub const STAT_RETURN_TAKEOVER: u32 = 7;
+pub const STAT_DROP_RETURN_CONFLICT: u32 = 8;
+pub const STAT_NEW_FLOW: u32 = 9;
+pub const STAT_REPLY: u32 = 10;
+pub const STAT_MAX: u32 = 16;
 
 /// IP protocol numbers a service can use.
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMP: u8 = 1;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -37,7 +61,8 @@ pub struct SvcValue {
     pub id: u32,
     pub backend_count: u32,
     pub flags: u32,
-    pub pad: u32,
+    /// Bumped on every backend change; `generation & 1` is the active half of the Maglev map.
+    pub generation: u32,
 }
 
 #[repr(C)]
@@ -72,7 +97,8 @@ pub struct CtValue {
     pub nat_addr: u32,
     pub nat_port: u16,
     pub dir: u8,
-    pub pad: u8,
+    /// `CT_SEEN_*` flags seen in this entry's direction.
+    pub tcp_seen: u8,
     pub svc_id: u32,
 }
 
@@ -176,6 +202,8 @@ mod tests {
         assert_eq!(offset_of!(CtValue, svc_id), 20);
         assert_eq!(offset_of!(SockRevnatKey, addr), 8);
         assert_eq!(offset_of!(CtKey, proto), 12);
+        assert_eq!(offset_of!(CtValue, tcp_seen), 19);
+        assert_eq!(offset_of!(SvcValue, generation), 12);
     }
 
     #[test]
