@@ -1,10 +1,45 @@
-//! Shoal's embedded DNS: the resolver that answers inside every task's namespace at
-//! 127.0.0.11:53 (service names, `tasks.<service>`, task names), forwarding everything else.
+//! Shoal's embedded DNS: the resolver that answers inside every task's network namespace at
+//! 127.0.0.11:53 (UDP and TCP), like Docker's embedded DNS server.
 //!
-//! The resolver itself arrives with the DNS issue (hickory-server with a custom handler). What
-//! exists now is the part every task needs first: the `resolv.conf` that points at it.
+//! One [`Resolver`] per node serves all its tasks from one table ([`Records`], fed by the daemon):
+//! `<service>` gives the service's VIP (task IPs in dnsrr mode), `tasks.<service>` the running task
+//! IPs rotated per query, `<service>.<slot>[.<task-id>]` a task, plus network aliases and PTR
+//! records. Each task only sees the names of its own networks; other cluster names are NXDOMAIN.
+//! Everything else is forwarded to the node's upstream resolvers ([`upstreams_from_resolv_conf`]).
+//! The wire format and the serving loops are hickory's (`hickory-proto`, `hickory-server`).
 //!
 //! **Architecture invariant:** `dns` does no I/O but its sockets; it is fed its tables.
+
+mod config;
+mod forward;
+mod handler;
+mod records;
+mod resolver;
+mod table;
+
+#[cfg(test)]
+mod fuzz_tests;
+
+use std::path::PathBuf;
+
+pub use config::{upstreams_from_resolv_conf, ResolverConfig, DEFAULT_TTL};
+pub use records::{Records, ServiceRecord, TaskRecord};
+pub use resolver::Resolver;
+
+/// Why a task could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("cannot enter the network namespace {path}")]
+    Netns { path: PathBuf, source: std::io::Error },
+    #[error("cannot listen on {protocol} {addr} (is `lo` up in the task's namespace?)")]
+    Bind { protocol: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot start the thread that opens the DNS sockets")]
+    Thread(#[source] std::io::Error),
+    #[error("the thread that opens the DNS sockets died")]
+    ThreadDied,
+    #[error("cannot hand the DNS sockets to the runtime")]
+    Register(#[source] std::io::Error),
+}
 
 /// The address the embedded resolver listens on inside each task, as in Docker.
 pub const RESOLVER_ADDR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 11);
