@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Args;
 use control::daemon::{Daemon, DaemonConfig};
-use control::{LogsApi, ServiceApi, SwarmApi};
+use control::{LogsApi, NetworkApi, ServiceApi, SwarmApi};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
@@ -68,7 +68,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let api: Arc<dyn SwarmApi> = daemon.clone();
     let services: Arc<dyn ServiceApi> = daemon.clone();
     let logs: Arc<dyn LogsApi> = daemon.clone();
-    let router = api::router(api, services, logs, engine);
+    let networks: Arc<dyn NetworkApi> = daemon.clone();
+    let router = api::router(api, services, logs, networks, engine);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();

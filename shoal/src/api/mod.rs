@@ -1,10 +1,10 @@
 //! The Docker Engine API subset `shoal daemon` serves (API v1.51, accepting v1.24 and up).
 //!
 //! Routes are a thin translation of paths, query strings and status codes onto
-//! [`control::SwarmApi`] (swarm, nodes) and [`control::ServiceApi`] (services, tasks); the JSON
-//! shapes come from `control::objects` unchanged. Everything here is generic over
-//! `Arc<dyn SwarmApi>` and `Arc<dyn ServiceApi>` so the router can be driven in-process against
-//! fakes.
+//! [`control::SwarmApi`] (swarm, nodes), [`control::ServiceApi`] (services, tasks) and
+//! [`control::NetworkApi`] (networks); the JSON shapes come from `control::objects` unchanged.
+//! Everything here is generic over those traits (`Arc<dyn …>`) so the router can be driven
+//! in-process against fakes.
 //!
 //! Requests may carry a `/v1.NN` prefix like dockerd's; [`version::strip_version_prefix`] removes
 //! it before routing, so the route table lists each path once.
@@ -21,6 +21,8 @@ mod tasks;
 mod version;
 
 #[cfg(test)]
+mod network_tests;
+#[cfg(test)]
 mod service_tests;
 #[cfg(test)]
 mod tests;
@@ -30,7 +32,7 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
-use control::{LogsApi, ServiceApi, SwarmApi};
+use control::{LogsApi, NetworkApi, ServiceApi, SwarmApi};
 use mesh_agent::host::HostFacts;
 use tower::Layer;
 
@@ -53,6 +55,7 @@ pub struct AppState {
     pub api: Arc<dyn SwarmApi>,
     pub services: Arc<dyn ServiceApi>,
     pub logs: Arc<dyn LogsApi>,
+    pub networks: Arc<dyn NetworkApi>,
     pub engine: Arc<EngineFacts>,
 }
 
@@ -61,9 +64,10 @@ pub fn router(
     api: Arc<dyn SwarmApi>,
     services: Arc<dyn ServiceApi>,
     logs: Arc<dyn LogsApi>,
+    networks: Arc<dyn NetworkApi>,
     engine: EngineFacts,
 ) -> Router {
-    let state = AppState { api, services, logs, engine: Arc::new(engine) };
+    let state = AppState { api, services, logs, networks, engine: Arc::new(engine) };
     let routes = Router::new()
         // A GET route also answers HEAD (axum drops the body), as dockerd does for /_ping.
         .route("/_ping", get(system::ping))
@@ -84,7 +88,11 @@ pub fn router(
         .route("/services/{id}/logs", get(logs::service_logs))
         .route("/tasks/{id}/logs", get(logs::task_logs))
         .route("/networks", get(networks::list))
-        .route("/networks/{id}", get(networks::inspect))
+        .route("/networks/create", post(networks::create))
+        .route("/networks/prune", post(networks::prune))
+        .route("/networks/{id}", get(networks::inspect).delete(networks::remove))
+        .route("/networks/{id}/connect", post(networks::connect))
+        .route("/networks/{id}/disconnect", post(networks::connect))
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::inspect))
         .route("/distribution/{*image}", get(services::distribution))

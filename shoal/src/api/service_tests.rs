@@ -19,8 +19,8 @@ use super::router;
 /// nodes, held in memory; records what it was asked.
 #[derive(Default)]
 pub struct FakeServices {
-    services: Mutex<Vec<Service>>,
-    tasks: Mutex<Vec<Task>>,
+    pub(super) services: Mutex<Vec<Service>>,
+    pub(super) tasks: Mutex<Vec<Task>>,
     nodes: Vec<Node>,
     calls: Mutex<Vec<String>>,
 }
@@ -83,7 +83,7 @@ fn node(id: &str, hostname: &str) -> Node {
 }
 
 impl FakeServices {
-    fn cluster() -> Arc<FakeServices> {
+    pub(super) fn cluster() -> Arc<FakeServices> {
         let web = service("websvc111", "web", false, &[("tier", "front")]);
         let mon = service("monsvc222", "mon", true, &[]);
         let mut old = task("oldtask0", &web, 1, "node1id", TaskState::Shutdown, TaskState::Shutdown);
@@ -211,7 +211,8 @@ struct Answer {
 
 async fn call(fake: &Arc<FakeServices>, method: Method, uri: &str, body: &str) -> Answer {
     let engine = super::tests::engine_fixture("alpha");
-    let app = router(fake.clone(), fake.clone(), Arc::new(super::logs::tests::FakeLogs), engine);
+    let networks = Arc::new(super::network_tests::FakeNetworks::default());
+    let app = router(fake.clone(), fake.clone(), Arc::new(super::logs::tests::FakeLogs), networks, engine);
     let req = Request::builder()
         .method(method)
         .uri(uri)

@@ -144,6 +144,7 @@ fn app(fake: &Arc<Fake>) -> Router {
         fake.clone(),
         Arc::new(super::service_tests::FakeServices::default()),
         Arc::new(super::logs::tests::FakeLogs),
+        Arc::new(super::network_tests::FakeNetworks::default()),
         engine,
     )
 }

@@ -1,11 +1,12 @@
-//! The `shoal` command line: docker's `swarm`, `node` and `service` commands (same flags,
+//! The `shoal` command line: docker's `swarm`, `node`, `service` and `network` commands (same flags,
 //! output and messages, with `shoal` in place of `docker`), plus `info` and `version`.
 //!
 //! Commands talk to a daemon through [`crate::client::Client`]; everything they print is built
 //! by pure functions in [`format`] and [`pretty`] so it can be tested without a daemon.
 
-mod duration;
+pub(crate) mod duration;
 mod format;
+mod network;
 mod node;
 mod pretty;
 mod service;
@@ -48,6 +49,9 @@ pub enum Command {
     /// Manage Swarm services
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
     /// Display system-wide information
     Info,
     /// Show the Shoal version information
@@ -81,6 +85,7 @@ pub async fn run(host: &str, command: Command) -> anyhow::Result<()> {
         Command::Swarm(cmd) => swarm::run(&client, cmd, &mut out).await,
         Command::Node(cmd) => node::run(&client, cmd, &mut out).await,
         Command::Service(cmd) => service::run(&client, cmd, &mut out).await,
+        Command::Network(cmd) => network::run(&client, cmd, &mut out).await,
         Command::Info => {
             let info: Value = client.get("/info").await?;
             out.write_all(pretty::info_text(&info).as_bytes())?;

@@ -162,19 +162,7 @@ pub async fn run(client: &Client, cmd: SwarmCommand, out: &mut dyn Write) -> any
 }
 
 async fn init(client: &Client, args: InitArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let mut spec = SwarmSpec::default();
-    args.spec.merge_into(&mut spec);
-    let req = InitRequest {
-        listen_addr: args.listen_addr,
-        advertise_addr: args.advertise_addr,
-        data_path_addr: args.data_path_addr,
-        data_path_port: args.data_path_port,
-        default_addr_pool: args.default_addr_pool,
-        subnet_size: args.default_addr_pool_mask_length,
-        force_new_cluster: args.force_new_cluster,
-        availability: Some(parse_availability(&args.availability)?),
-        spec: Some(spec),
-    };
+    let req = init_request(args)?;
     let node_id: String = match client.post("/swarm/init", &req).await {
         Ok(id) => id,
         Err(e) if e.to_string().contains("could not choose an IP address to advertise") => {
@@ -185,6 +173,24 @@ async fn init(client: &Client, args: InitArgs, out: &mut dyn Write) -> anyhow::R
     let worker_join = worker_join_command(client, &node_id).await?;
     write!(out, "{}", init_banner(&node_id, worker_join.as_deref()))?;
     Ok(())
+}
+
+/// docker's `runInit` request: the address pool, its mask length and the data path port go
+/// to the daemon as `DefaultAddrPool`, `SubnetSize` and `DataPathPort`.
+fn init_request(args: InitArgs) -> anyhow::Result<InitRequest> {
+    let mut spec = SwarmSpec::default();
+    args.spec.merge_into(&mut spec);
+    Ok(InitRequest {
+        listen_addr: args.listen_addr,
+        advertise_addr: args.advertise_addr,
+        data_path_addr: args.data_path_addr,
+        data_path_port: args.data_path_port,
+        default_addr_pool: args.default_addr_pool,
+        subnet_size: args.default_addr_pool_mask_length,
+        force_new_cluster: args.force_new_cluster,
+        availability: Some(parse_availability(&args.availability)?),
+        spec: Some(spec),
+    })
 }
 
 async fn worker_join_command(client: &Client, node_id: &str) -> anyhow::Result<Option<String>> {
@@ -329,6 +335,32 @@ mod tests {
         assert_eq!(parse_listen_addr("eth0").unwrap(), "eth0:2377");
         assert!(parse_listen_addr("10.0.0.1:http").is_err());
         assert!(parse_listen_addr("udp://1.2.3.4").is_err());
+    }
+
+    #[test]
+    fn init_sends_the_address_pool_and_data_path_port() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            a: InitArgs,
+        }
+        let parse = |line: &str| T::try_parse_from(std::iter::once("init").chain(line.split_whitespace())).unwrap().a;
+        let req = init_request(parse(
+            "--default-addr-pool 10.20.1.0/16,10.30.0.0/16 --default-addr-pool 192.168.0.0/20 \
+             --default-addr-pool-mask-length 26 --data-path-port 7789",
+        ))
+        .unwrap();
+        let body = serde_json::to_value(&req).unwrap();
+        assert_eq!(body["DefaultAddrPool"], serde_json::json!(["10.20.0.0/16", "10.30.0.0/16", "192.168.0.0/20"]));
+        assert_eq!((&body["SubnetSize"], &body["DataPathPort"]), (&serde_json::json!(26), &serde_json::json!(7789)));
+        // Nothing given: an empty pool, /24 subnets and port 0, which the daemon reads as its defaults.
+        let body = serde_json::to_value(init_request(parse("")).unwrap()).unwrap();
+        assert_eq!(
+            (&body["DefaultAddrPool"], &body["SubnetSize"], &body["DataPathPort"]),
+            (&serde_json::json!([]), &serde_json::json!(24), &serde_json::json!(0))
+        );
+        assert!(T::try_parse_from(["init", "--default-addr-pool", "10.0.0.0"]).is_err());
     }
 
     #[test]

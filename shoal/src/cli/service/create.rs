@@ -13,6 +13,7 @@ use control::objects::service::{
 use serde::Deserialize;
 
 use super::flags::{endpoint_mode, env, label, ServiceFlags, SpecFlags};
+use super::networks::{check_networks, network_attachment};
 use super::ports::{ports, Ports};
 use super::wait::wait_on_service;
 use crate::cli::units::shell_words;
@@ -43,8 +44,8 @@ pub struct CreateArgs {
     #[arg(long = "constraint", value_name = "list")]
     pub constraints: Vec<String>,
     /// Network attachments
-    #[arg(long = "network", value_name = "network")]
-    pub networks: Vec<String>,
+    #[arg(long = "network", value_name = "network", value_parser = network_attachment)]
+    pub networks: Vec<NetworkAttachmentConfig>,
     #[command(flatten)]
     pub flags: ServiceFlags,
     /// The image, then the command and its arguments
@@ -61,7 +62,8 @@ struct CreateAnswer {
 }
 
 pub async fn run(client: &Client, args: CreateArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let spec = create_spec(&args)?;
+    let mut spec = create_spec(&args)?;
+    check_networks(client, &mut spec.task_template.networks).await?;
     let answer: CreateAnswer = client.post("/services/create", &spec).await?;
     for warning in answer.warnings.unwrap_or_default() {
         eprintln!("{warning}");
@@ -90,8 +92,7 @@ pub fn create_spec(args: &CreateArgs) -> anyhow::Result<ServiceSpec> {
     f.merge_limits(&mut limits);
     let mut reservations = ResourceLimits::default();
     f.merge_reservations(&mut reservations);
-    let mut networks: Vec<NetworkAttachmentConfig> =
-        args.networks.iter().map(|n| NetworkAttachmentConfig { target: n.clone(), ..Default::default() }).collect();
+    let mut networks = args.networks.clone();
     networks.sort_by(|a, b| a.target.cmp(&b.target));
     let (image, args_) = args.image_and_command.split_first().expect("clap requires IMAGE");
     let command = f.entrypoint.as_deref().map(shell_words).transpose().map_err(anyhow::Error::msg)?;
@@ -306,6 +307,24 @@ mod tests {
         assert!(e.to_string().contains("duration cannot be negative"), "{e}");
         let e = parse("-p published=80 x").unwrap_err();
         assert!(e.to_string().contains("missing mandatory field 'target'"), "{e}");
+    }
+
+    #[test]
+    fn networks_take_short_and_long_forms() {
+        let s = spec("--network web-net --network name=appnet,alias=api,driver-opt=mtu=1400 shoal/echo");
+        let networks = &s.task_template.networks;
+        assert_eq!(networks.len(), 2);
+        assert_eq!((networks[0].target.as_str(), networks[0].aliases.as_slice()), ("appnet", &["api".to_string()][..]));
+        assert_eq!(networks[0].driver_opts["mtu"], "1400");
+        assert_eq!(networks[1], NetworkAttachmentConfig { target: "web-net".into(), ..Default::default() });
+        let body = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            body["TaskTemplate"]["Networks"],
+            serde_json::json!([{"Target": "appnet", "Aliases": ["api"], "DriverOpts": {"mtu": "1400"}}, {"Target": "web-net"}])
+        );
+        let e = parse("--network name=x,color=red shoal/echo").unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("invalid field key color"), "{e}");
     }
 
     #[test]

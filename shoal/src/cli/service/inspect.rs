@@ -1,6 +1,7 @@
 //! `shoal service inspect [--pretty]`: JSON with the daemon's defaults filled in
 //! (`insertDefaults=true`, as docker asks), or docker's human template, tabs included.
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::bail;
@@ -42,7 +43,9 @@ pub async fn run(client: &Client, args: InspectArgs, out: &mut dyn Write) -> any
         // docker stops at the first service it cannot show.
         let mut text = String::new();
         for name in &args.services {
-            text.push_str(&pretty_service(&get(client, name).await?, Utc::now()));
+            let service = get(client, name).await?;
+            let network_names = super::networks::network_names(client, &service.spec).await;
+            text.push_str(&pretty_service(&service, Utc::now(), &network_names));
         }
         out.write_all(text.as_bytes())?;
         return Ok(());
@@ -51,8 +54,8 @@ pub async fn run(client: &Client, args: InspectArgs, out: &mut dyn Write) -> any
 }
 
 /// docker's `serviceInspectPrettyTemplate` for one service, followed by the blank line
-/// docker's formatter adds.
-pub fn pretty_service(service: &Service, now: DateTime<Utc>) -> String {
+/// docker's formatter adds. `network_names` maps network targets (IDs) to the names shown.
+pub fn pretty_service(service: &Service, now: DateTime<Utc>, network_names: &HashMap<String, String>) -> String {
     let spec = &service.spec;
     let task = &spec.task_template;
     let c = &task.container_spec;
@@ -135,7 +138,10 @@ pub fn pretty_service(service: &Service, now: DateTime<Utc>) -> String {
     if !task.networks.is_empty() {
         o.push_str(&format!(
             "\nNetworks:{} ",
-            task.networks.iter().map(|n| format!(" {}", n.target)).collect::<String>()
+            task.networks
+                .iter()
+                .map(|n| format!(" {}", network_names.get(&n.target).unwrap_or(&n.target)))
+                .collect::<String>()
         ));
     }
     let mode = spec.endpoint_spec.as_ref().map(|e| api_name(&e.mode)).unwrap_or_default();
@@ -229,7 +235,19 @@ mod tests {
             Endpoint Mode:\tvip\n\
             Ports:\n PublishedPort = 30000\n  Protocol = tcp\n  TargetPort = 5000\n  PublishMode = ingress \n\
             Healthcheck:\n  Interval = 4ns\n  Retries = 3\n  StartPeriod =\t2ns\n  Timeout =\t1ns\n  Tests:\n\t Test = CMD-SHELL\n\t Test = curl \n\n";
-        assert_eq!(pretty_service(&s, now()), want.replace("\nHealthcheck:", "\n Healthcheck:"));
+        assert_eq!(pretty_service(&s, now(), &HashMap::new()), want.replace("\nHealthcheck:", "\n Healthcheck:"));
+    }
+
+    #[test]
+    fn pretty_shows_network_names() {
+        use control::objects::service::NetworkAttachmentConfig;
+        let mut s = service("abc", "mon", None, 1, &[]);
+        s.spec.endpoint_spec = None;
+        s.spec.task_template.networks =
+            ["netid1", "netid2"].map(|t| NetworkAttachmentConfig { target: t.into(), ..Default::default() }).into();
+        let names = HashMap::from([("netid1".to_string(), "appnet".to_string())]);
+        let text = pretty_service(&s, now(), &names);
+        assert!(text.contains("\nNetworks: appnet netid2 \nEndpoint Mode:"), "{text:?}");
     }
 
     #[test]
@@ -237,7 +255,7 @@ mod tests {
         let mut s = service("abc", "mon", None, 1, &[]);
         s.spec.endpoint_spec = None;
         assert_eq!(
-            pretty_service(&s, now()),
+            pretty_service(&s, now(), &HashMap::new()),
             "\nID:\t\tabc\nName:\t\tmon\nService Mode:\tGlobal\nPlacement:\nContainerSpec:\n Image:\t\tshoal/echo:latest\nEndpoint Mode:\t\n\n"
         );
     }

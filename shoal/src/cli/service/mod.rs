@@ -10,6 +10,7 @@ pub mod flags;
 pub mod inspect;
 pub mod logs;
 pub mod ls;
+pub mod networks;
 pub mod ports;
 pub mod progress;
 pub mod ps;

@@ -7,11 +7,14 @@ use std::io::Write;
 
 use anyhow::bail;
 use clap::Args;
-use control::objects::service::{Placement, PortConfig, ResourceLimits, Service, ServiceSpec, TaskResources};
+use control::objects::service::{
+    NetworkAttachmentConfig, Placement, PortConfig, ResourceLimits, Service, ServiceSpec, TaskResources,
+};
 use serde::Deserialize;
 
 use super::create::{image_with_tag, kv_map};
 use super::flags::{endpoint_mode, env, label, ServiceFlags, SpecFlags};
+use super::networks::{network_attachment, update_networks};
 use super::ports::{ports, update_ports, Ports};
 use super::wait::wait_on_service;
 use crate::cli::units::shell_words;
@@ -72,6 +75,12 @@ pub struct UpdateChanges {
     /// Remove a published port by its target port
     #[arg(long = "publish-rm", value_name = "port", value_parser = ports)]
     pub publish_rm: Vec<Ports>,
+    /// Add a network
+    #[arg(long = "network-add", value_name = "network", value_parser = network_attachment)]
+    pub network_add: Vec<NetworkAttachmentConfig>,
+    /// Remove a network
+    #[arg(long = "network-rm", value_name = "list")]
+    pub network_rm: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -100,6 +109,7 @@ pub async fn run(client: &Client, args: UpdateArgs, out: &mut dyn Write) -> anyh
     let mut spec = service.spec.clone();
     if !args.rollback {
         apply_update(&mut spec, &args.flags.spec, &args.changes)?;
+        update_networks(client, &mut spec, &args.changes.network_add, &args.changes.network_rm).await?;
     }
     post_update(client, &service, &spec, args.rollback).await?;
     writeln!(out, "{}", args.service)?;
@@ -316,6 +326,17 @@ mod tests {
         spec.mode.global = Some(Default::default());
         let e = apply_update(&mut spec, &a.flags.spec, &a.changes).unwrap_err();
         assert_eq!(e.to_string(), "replicas can only be used with replicated mode");
+    }
+
+    #[test]
+    fn network_flags_parse() {
+        let a = args("--network-add name=appnet,alias=api --network-add spare --network-rm old");
+        let targets: Vec<_> = a.changes.network_add.iter().map(|n| n.target.as_str()).collect();
+        assert_eq!(targets, ["appnet", "spare"]);
+        assert_eq!(a.changes.network_add[0].aliases, ["api"]);
+        assert_eq!(a.changes.network_rm, ["old"]);
+        let a = args("--rollback --network-rm old");
+        assert!(a.changes != UpdateChanges::default());
     }
 
     #[test]
