@@ -9,6 +9,12 @@
 //! on the VXLAN device and permanent neighbour entries (IP → MAC) that the VXLAN ARP proxy
 //! answers from, so nothing floods and no ARP crosses the wire.
 //!
+//! For the routing mesh, a node has its own address on the ingress network's bridge, with a MAC
+//! every node derives the same way ([`node_bridge_mac`]); peers reach it like any remote endpoint.
+//! Task interfaces on that network answer through the local bridge address whatever their default
+//! route says (a source rule and a table of their own, see `routing`), so the eBPF mesh can steer
+//! replies back to the node the client contacted.
+//!
 //! Everything this module creates is named so that a restarted agent recognises it: it adopts
 //! what matches the wanted state, removes only what no longer is wanted, and never tears down a
 //! working network because it restarted.
@@ -21,6 +27,7 @@ mod links;
 mod names;
 mod netns;
 mod node;
+mod routing;
 mod tables;
 mod task;
 #[cfg(test)]
@@ -32,7 +39,9 @@ use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netns::in_netns;
 
+pub use names::node_bridge_mac;
 pub use netns::{create_netns, remove_netns};
 
 /// Why the overlay could not be programmed.
@@ -54,6 +63,8 @@ pub enum OverlayError {
     Nat(#[source] crate::nat::NatError),
     #[error("cannot write {path}: {source}")]
     Sysctl { path: String, source: io::Error },
+    #[error("bridge address {ip} is for network {network}, which this node does not want")]
+    BridgeWithoutNetwork { network: String, ip: Ipv4Addr },
     #[error("a network namespace worker thread failed")]
     Thread,
     #[error(transparent)]
@@ -104,6 +115,21 @@ pub struct TaskInterface {
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
     pub mac: [u8; 6],
+    /// Answer through this address (the local node's bridge address on the network) on this
+    /// interface, whatever the default route: packets from `ip` then take a table of their own.
+    /// Set on ingress interfaces, where the routing mesh delivers clients' packets unchanged.
+    pub reply_gateway: Option<Ipv4Addr>,
+}
+
+/// The local node's own address on a network's bridge (the ingress network's, for the mesh).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgeAddress {
+    pub network_id: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    /// The bridge's MAC, [`node_bridge_mac`] of this node and network, so that peers can hold
+    /// static entries for it.
+    pub mac: [u8; 6],
 }
 
 /// What the node should look like: the networks it needs and every remote endpoint on them.
@@ -116,6 +142,9 @@ pub struct WantedOverlay {
     pub local: Vec<RemoteEndpoint>,
     /// Address pools no task may reach through the gateway (every overlay subnet): isolation.
     pub isolated_pools: Vec<(Ipv4Addr, u8)>,
+    /// This node's own addresses, at most one per network, each on a network of `networks`.
+    /// Other nodes' bridge addresses belong in `remote`, like task endpoints.
+    pub bridge_addrs: Vec<BridgeAddress>,
 }
 
 impl OverlayNetwork {
@@ -194,7 +223,9 @@ impl Overlay {
     /// FDB entries (`self permanent` MAC → remote VTEP on the VXLAN device, plus `master` static
     /// entries so the bridge never floods them to local ports) and permanent neighbour entries
     /// (IP → MAC, for remote and local endpoints, on the VXLAN device with ARP proxy on) exactly
-    /// equal to `wanted`, stale ones removed. Networks no longer wanted are removed, but never one
+    /// equal to `wanted`, stale ones removed; all-zero FDB entries (flood lists) are left alone.
+    /// Each wanted network's bridge carries exactly its `bridge_addrs` entry (IPv4 address and
+    /// MAC), or no IPv4 address at all. Networks no longer wanted are removed, but never one
     /// that still has a local task attached. Also ensures the gateway bridge and egress NAT when
     /// any non-internal network is wanted. Idempotent; one dump of each table, then only the
     /// differences are written.
@@ -202,9 +233,10 @@ impl Overlay {
         let mut state = self.state.lock().await;
         let underlay = self.underlay.clone();
         let owned = wanted.clone();
-        netns::in_netns(self.node_netns.clone(), move |handle| async move {
-            node::sync_node(&handle, &underlay, &owned).await
-        })
+        in_netns(
+            self.node_netns.clone(),
+            move |handle| async move { node::sync_node(&handle, &underlay, &owned).await },
+        )
         .await?;
         if wanted.networks.iter().any(|network| !network.internal) {
             let mut pools = wanted.isolated_pools.clone();
@@ -221,8 +253,10 @@ impl Overlay {
     /// network's bridge (creating the network's devices if `sync` has not yet), task side moved
     /// into `netns`, renamed `eth0`, `eth1`… in order, with the given MAC, address/prefix, MTU =
     /// network MTU, up; `lo` up. If `egress`, one more veth on the gateway bridge with an address
-    /// from the gateway subnet and the task's default route through it. Idempotent: attaching a
-    /// task that is already attached (agent restart) verifies and fixes, never duplicates.
+    /// from the gateway subnet and the task's default route through it. An interface with a
+    /// `reply_gateway` also gets a source rule and table of its own, so what it sends from its
+    /// address leaves through it towards that gateway. Idempotent: attaching a task that is
+    /// already attached (agent restart) verifies and fixes, never duplicates.
     pub async fn attach_task(
         &self,
         task_id: &str,
@@ -249,6 +283,24 @@ impl Overlay {
     pub async fn detach_task(&self, task_id: &str) -> Result<(), OverlayError> {
         let _state = self.state.lock().await;
         task::detach(self.node_netns.clone(), task_id.to_owned()).await
+    }
+
+    /// The ifindex of `network_id`'s bridge on this node (the ingress bridge the eBPF mesh
+    /// redirects routed flows into), if the network's devices exist.
+    pub async fn bridge_ifindex(&self, network_id: &str) -> Result<Option<u32>, OverlayError> {
+        let owner = names::Owner::NetworkBridge { network: network_id.to_owned() };
+        in_netns(self.node_netns.clone(), move |handle| async move {
+            let links = links::dump(&handle).await?;
+            Ok(links.iter().find(|link| node::is_bridge_of(link, &owner)).map(|link| link.index))
+        })
+        .await
+    }
+
+    /// The host sides of `task_id`'s overlay interfaces, as (network ID, ifindex) sorted by
+    /// network: where the eBPF mesh attaches its per-task programs. The gateway port is not one.
+    pub async fn task_veths(&self, task_id: &str) -> Result<Vec<(String, u32)>, OverlayError> {
+        let _state = self.state.lock().await;
+        task::veths(self.node_netns.clone(), task_id.to_owned()).await
     }
 
     /// Task IDs that have interfaces on this node, read from the devices' aliases (so it works

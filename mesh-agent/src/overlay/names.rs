@@ -77,8 +77,9 @@ pub(crate) fn network_vxlan(vni: u32) -> String {
     format!("shvx{vni}")
 }
 
-/// FNV-1a, 40 bits: stable across builds and platforms, unlike `DefaultHasher`.
-fn short_hash(parts: &[&str]) -> String {
+/// 64-bit FNV-1a over each part followed by a NUL byte: stable across builds, platforms and
+/// Rust versions, unlike `DefaultHasher`, which is what names and MACs derived from it need.
+fn fnv1a(parts: &[&str]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for byte in part.bytes().chain([0u8]) {
@@ -86,7 +87,28 @@ fn short_hash(parts: &[&str]) -> String {
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }
     }
-    format!("{:010x}", hash & 0xff_ffff_ffff)
+    hash
+}
+
+/// FNV-1a, 40 bits, as 10 hex digits.
+fn short_hash(parts: &[&str]) -> String {
+    format!("{:010x}", fnv1a(parts) & 0xff_ffff_ffff)
+}
+
+/// The MAC of `node_id`'s bridge on `network_id` (the ingress bridge the routing mesh uses).
+/// Every node computes the same value for every other node, so each can hold static FDB and
+/// neighbour entries for its peers' bridges without learning.
+///
+/// The algorithm is part of the cluster's wire contract (nodes of different builds must agree):
+/// 64-bit FNV-1a over `"shoal-bridge"`, `node_id` and `network_id`, each followed by a NUL byte;
+/// the six low-order bytes of the hash, most significant first, with the first byte made
+/// locally administered and unicast (`(b & 0xfe) | 0x02`).
+pub fn node_bridge_mac(node_id: &str, network_id: &str) -> [u8; 6] {
+    let hash = fnv1a(&["shoal-bridge", node_id, network_id]).to_be_bytes();
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&hash[2..]);
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
 }
 
 /// Host and temporary task-side names of a task's veth on a network (13 bytes each).
@@ -108,6 +130,8 @@ pub(crate) fn task_ifname(position: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
@@ -128,6 +152,21 @@ mod tests {
     fn foreign_aliases_are_not_ours() {
         for alias in ["", "eth0", "shoal:", "shoal:net:", "shoal:task:t1", "shoal:gw:t1:notanip", "docker:net:x"] {
             assert_eq!(Owner::parse(alias), None, "{alias}");
+        }
+    }
+
+    #[test]
+    fn node_bridge_macs_are_stable_local_unicast_and_distinct() {
+        // Pinned (computed independently): a change here breaks clusters whose nodes run
+        // different builds.
+        assert_eq!(node_bridge_mac("node-1", "ingress"), [0x62, 0x3a, 0x66, 0x60, 0x61, 0x07]);
+        let macs: BTreeSet<[u8; 6]> = ["node-1", "node-2", "node-3"]
+            .iter()
+            .flat_map(|node| ["ingress", "other"].map(|network| node_bridge_mac(node, network)))
+            .collect();
+        assert_eq!(macs.len(), 6, "one MAC per (node, network)");
+        for mac in macs {
+            assert_eq!(mac[0] & 0x03, 0x02, "locally administered unicast: {mac:02x?}");
         }
     }
 

@@ -1,27 +1,37 @@
-//! Node-side devices of overlay networks (a bridge and its VXLAN port per network) and the
-//! reconciliation of the whole node against a [`WantedOverlay`]. Runs on a thread inside the
-//! node's namespace (see [`super::netns`]).
+//! Node-side devices of overlay networks (a bridge and its VXLAN port per network, the bridge
+//! with the node's own address and MAC where it has one) and the reconciliation of the whole node
+//! against a [`WantedOverlay`]. Runs on a thread inside the node's namespace (see
+//! [`super::netns`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
 
+use futures::TryStreamExt;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::InfoKind;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVxlan};
 
 use super::links::{self, nl, Link};
 use super::names::{self, Owner};
 use super::tables::{self, WantedTables};
-use super::{OverlayError, OverlayNetwork, Underlay, WantedOverlay};
+use super::{BridgeAddress, OverlayError, OverlayNetwork, Underlay, WantedOverlay};
 
 /// The devices of one network on this node.
 #[derive(Clone, Debug)]
 pub(crate) struct NetworkDevices {
     pub bridge: u32,
+    pub bridge_mac: Option<[u8; 6]>,
     pub vxlan: u32,
     pub vxlan_mac: Option<[u8; 6]>,
 }
 
 fn owned_by(link: &Link, owner: &Owner) -> bool {
     link.alias.as_deref().and_then(Owner::parse).as_ref() == Some(owner)
+}
+
+/// Whether `link` is the bridge `owner` names, as [`ensure_network`] leaves it.
+pub(crate) fn is_bridge_of(link: &Link, owner: &Owner) -> bool {
+    link.kind == Some(InfoKind::Bridge) && owned_by(link, owner)
 }
 
 /// Makes sure `network`'s bridge and VXLAN port exist and are right, adopting what is already
@@ -37,13 +47,13 @@ pub(crate) async fn ensure_network(
     let bridge_name = names::network_bridge(network.vni);
     let bridge_owner = Owner::NetworkBridge { network: network.id.clone() };
     let existing = links.iter().find(|link| link.name == bridge_name);
-    let bridge = match existing {
-        Some(link) if owned_by(link, &bridge_owner) && link.kind == Some(InfoKind::Bridge) => {
+    let (bridge, bridge_mac) = match existing {
+        Some(link) if is_bridge_of(link, &bridge_owner) => {
             if link.mtu != mtu || !link.up {
                 let fix = LinkUnspec::new_with_index(link.index).mtu(mtu).up().build();
                 links::set(handle, fix, &format!("fixing bridge {bridge_name}")).await?;
             }
-            link.index
+            (link.index, link.mac)
         }
         _ => {
             if let Some(stale) = existing {
@@ -55,7 +65,7 @@ pub(crate) async fn ensure_network(
                 links::by_name(handle, &bridge_name).await?.ok_or(OverlayError::Unexpected(bridge_name.clone()))?;
             let finish = LinkUnspec::new_with_index(created.index).alias(bridge_owner.alias()).up().build();
             links::set(handle, finish, &format!("naming bridge {bridge_name}")).await?;
-            created.index
+            (created.index, created.mac)
         }
     };
 
@@ -105,7 +115,7 @@ pub(crate) async fn ensure_network(
             (created.index, created.mac)
         }
     };
-    Ok(NetworkDevices { bridge, vxlan, vxlan_mac })
+    Ok(NetworkDevices { bridge, bridge_mac, vxlan, vxlan_mac })
 }
 
 /// Reconciles the node's overlay devices and tables with `wanted`.
@@ -114,6 +124,13 @@ pub(crate) async fn sync_node(
     underlay: &Underlay,
     wanted: &WantedOverlay,
 ) -> Result<(), OverlayError> {
+    // Checked before anything changes: a map that names a network without wanting it is a bug
+    // upstream, and half-applying it would only hide that.
+    for address in &wanted.bridge_addrs {
+        if !wanted.networks.iter().any(|network| network.id == address.network_id) {
+            return Err(OverlayError::BridgeWithoutNetwork { network: address.network_id.clone(), ip: address.ip });
+        }
+    }
     let links = links::dump(handle).await?;
     let mut devices = BTreeMap::new();
     for network in &wanted.networks {
@@ -139,6 +156,13 @@ pub(crate) async fn sync_node(
         }
     }
 
+    let addresses: Vec<AddressMessage> =
+        handle.address().get().execute().try_collect().await.map_err(nl("listing addresses"))?;
+    for (network, device) in &devices {
+        let address = wanted.bridge_addrs.iter().find(|address| address.network_id == *network);
+        ensure_bridge_address(handle, device, &addresses, address).await?;
+    }
+
     let mut wanted_tables: BTreeMap<&str, WantedTables> =
         devices.keys().map(|network| (network.as_str(), WantedTables::default())).collect();
     for endpoint in &wanted.remote {
@@ -161,4 +185,51 @@ pub(crate) async fn sync_node(
         }
     }
     Ok(())
+}
+
+/// Leaves exactly `wanted` (or no IPv4 address) on a network's bridge, and gives the bridge the
+/// wanted MAC. `addresses` is a dump of the namespace's addresses. IPv6 addresses (the kernel's
+/// link-local one) are not ours and stay. A MAC no longer wanted stays too: without an address
+/// the bridge is a plain switch and its MAC names nothing any peer uses.
+async fn ensure_bridge_address(
+    handle: &Handle,
+    device: &NetworkDevices,
+    addresses: &[AddressMessage],
+    wanted: Option<&BridgeAddress>,
+) -> Result<(), OverlayError> {
+    if let Some(wanted) = wanted.filter(|wanted| device.bridge_mac != Some(wanted.mac)) {
+        // A bridge takes a new MAC while up, and keeps a set one when ports come and go.
+        let change = LinkUnspec::new_with_index(device.bridge).address(wanted.mac.to_vec()).build();
+        links::set(handle, change, &format!("setting the MAC of bridge {}", device.bridge)).await?;
+    }
+    let mut present = false;
+    for message in addresses.iter().filter(|message| message.header.index == device.bridge) {
+        let Some(ip) = ipv4_of(message) else { continue };
+        if wanted.is_some_and(|wanted| wanted.ip == ip && wanted.prefix_len == message.header.prefix_len) {
+            present = true;
+        } else {
+            handle
+                .address()
+                .del(message.clone())
+                .execute()
+                .await
+                .map_err(nl(format!("removing {ip} from bridge {}", device.bridge)))?;
+        }
+    }
+    if let Some(wanted) = wanted.filter(|_| !present) {
+        handle
+            .address()
+            .add(device.bridge, IpAddr::V4(wanted.ip), wanted.prefix_len)
+            .execute()
+            .await
+            .map_err(nl(format!("adding {}/{} to bridge {}", wanted.ip, wanted.prefix_len, device.bridge)))?;
+    }
+    Ok(())
+}
+
+fn ipv4_of(message: &AddressMessage) -> Option<Ipv4Addr> {
+    message.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+        _ => None,
+    })
 }

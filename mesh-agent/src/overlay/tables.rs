@@ -4,7 +4,8 @@
 //! and the bridge a `master static` entry for the same MAC pointing at the VXLAN port, so the
 //! bridge forwards to it directly instead of flooding to local ports. Per endpoint (remote and
 //! local) a permanent neighbour entry (IP → MAC) on the VXLAN device lets its ARP proxy answer.
-//! Both tables are dumped once per sync and only the differences are written.
+//! Both tables are dumped once per sync and only the differences are written. All-zero FDB
+//! entries (flood lists) are never touched.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -20,6 +21,9 @@ use super::links::{errno, nl};
 use super::OverlayError;
 
 pub(crate) type Mac = [u8; 6];
+
+/// The MAC of flood-list FDB entries (`bridge fdb append 00:00:00:00:00:00 dst <vtep>`).
+const FLOOD: Mac = [0; 6];
 
 /// What one VXLAN device's tables should hold.
 #[derive(Debug, Default)]
@@ -66,6 +70,12 @@ fn lladdr(message: &NeighbourMessage) -> Option<Mac> {
 fn destination(message: &NeighbourMessage) -> Option<Ipv4Addr> {
     message.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        // The parser types NDA_DST by the message's family: in a bridge-family (FDB) dump the
+        // VTEP comes back as raw bytes. Reading it as "no destination" made every sync delete
+        // and re-add every FDB entry.
+        NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+            <[u8; 4]>::try_from(bytes.as_slice()).ok().map(Ipv4Addr::from)
+        }
         _ => None,
     })
 }
@@ -123,6 +133,12 @@ pub(crate) fn diff(dumps: &Dumps, ifindex: u32, own_mac: Option<Mac>, wanted: &W
     let mut master_ok = BTreeSet::new();
     for message in dumps.fdb.iter().filter(|m| m.header.ifindex == ifindex) {
         let Some(mac) = lladdr(message) else { continue };
+        // All-zero entries are flood lists (BUM traffic to every listed VTEP). Nothing here
+        // wants them today (the ARP proxy answers from the neighbour table), but they are how
+        // broadcast will reach peers, so whoever adds them owns them.
+        if mac == FLOOD {
+            continue;
+        }
         // The bridge's entries carry NDA_MASTER (their header flags are not reliable: the dump
         // does not set NTF_MASTER); the VXLAN device's own carry NTF_SELF.
         let master = message.header.flags.contains(NeighbourFlags::Controller)
@@ -241,8 +257,13 @@ mod tests {
     const NODE2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
     const NODE3: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
 
+    /// An FDB entry as a dump parses it: the VTEP as raw bytes, since the family is the bridge's.
     fn fdb(flags: NeighbourFlags, state: NeighbourState, mac: Mac, dst: Option<Ipv4Addr>) -> NeighbourMessage {
-        let mut message = entry(AddressFamily::Bridge, VX, flags, Some(mac), dst);
+        let mut message = entry(AddressFamily::Bridge, VX, flags, Some(mac), None);
+        if let Some(dst) = dst {
+            let raw = NeighbourAddress::Other(dst.octets().to_vec());
+            message.attributes.push(NeighbourAttribute::Destination(raw));
+        }
         message.header.state = state;
         message
     }
@@ -258,12 +279,14 @@ mod tests {
     }
 
     #[test]
-    fn matching_tables_need_nothing_and_the_ports_own_entry_stays() {
+    fn matching_tables_need_nothing_and_the_ports_own_entry_and_flood_lists_stay() {
         let dumps = Dumps {
             fdb: vec![
                 fdb(NeighbourFlags::Own, NeighbourState::Permanent, A, Some(NODE2)),
                 fdb(NeighbourFlags::Controller, NeighbourState::Noarp, A, None),
                 fdb(NeighbourFlags::Controller, NeighbourState::Permanent, OWN, None),
+                // Flood lists are not ours to remove.
+                fdb(NeighbourFlags::Own, NeighbourState::Permanent, FLOOD, Some(NODE3)),
                 // Another device's entries are not ours to judge.
                 {
                     let mut m = fdb(NeighbourFlags::Own, NeighbourState::Permanent, B, Some(NODE3));

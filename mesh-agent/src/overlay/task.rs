@@ -5,7 +5,7 @@
 //! Attachment runs in two steps on two threads: in the node's namespace the host sides are
 //! created or adopted and fresh task sides are moved into the task's namespace under their
 //! temporary names; then in the task's namespace each one is found by its peer ifindex, renamed,
-//! and given its MAC, address, MTU and routes. If a host side exists but its peer is not in the
+//! and given its MAC, address, MTU and routes (reply routing: [`routing`]). If a host side exists but its peer is not in the
 //! task's namespace (the task got a new namespace), the pair is recreated once.
 
 use std::collections::BTreeSet;
@@ -23,6 +23,7 @@ use super::links::{self, nl, Link};
 use super::names::{self, Owner, GATEWAY_BRIDGE};
 use super::netns::in_netns;
 use super::node::ensure_network;
+use super::routing::{self, ReplyRoute};
 use super::{OverlayError, OverlayNetwork, TaskInterface, Underlay};
 
 /// One interface the task should have, as the node-side step leaves it for the task-side step.
@@ -38,6 +39,10 @@ struct TaskSide {
     mtu: u32,
     /// Default route through this gateway (the egress interface).
     default_via: Option<Ipv4Addr>,
+    /// Replies from `addr` go through this gateway on this interface (see [`routing`]).
+    reply_gateway: Option<Ipv4Addr>,
+    /// The interface's position among the task's (`ethN`), which picks its reply table.
+    position: usize,
 }
 
 /// One veth the node-side step must have: which bridge, which owner, which names.
@@ -113,6 +118,8 @@ async fn node_side(
                 prefix_len: interface.prefix_len,
                 mtu,
                 default_via: None,
+                reply_gateway: interface.reply_gateway,
+                position,
             },
             host_name,
             temp_name,
@@ -139,6 +146,8 @@ async fn node_side(
                 prefix_len: gateway::SUBNET.1,
                 mtu: underlay.mtu,
                 default_via: Some(gateway::GATEWAY),
+                reply_gateway: None,
+                position: nets.len(),
             },
             host_name,
             temp_name,
@@ -231,6 +240,7 @@ async fn create_pair(handle: &Handle, port: &Port, task_ns_fd: i32) -> Result<u3
 async fn task_side(handle: &Handle, sides: &[TaskSide]) -> Result<Vec<u32>, OverlayError> {
     let mut links = links::dump(handle).await?;
     let mut missing = Vec::new();
+    let mut replies = Vec::new();
     for side in sides {
         let peer = links.iter().find(|link| {
             link.link == Some(side.host_index) && (link.name == side.temp_name || link.name == side.ifname)
@@ -261,7 +271,21 @@ async fn task_side(handle: &Handle, sides: &[TaskSide]) -> Result<Vec<u32>, Over
             let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).output_interface(peer.index).build();
             handle.route().add(route).replace().execute().await.map_err(nl("adding the default route"))?;
         }
+        if let Some(gateway) = side.reply_gateway {
+            replies.push(ReplyRoute {
+                position: side.position,
+                ifindex: peer.index,
+                ip: side.addr,
+                prefix_len: side.prefix_len,
+                gateway,
+            });
+        }
         links = links::dump(handle).await?;
+    }
+    if missing.is_empty() {
+        // With an interface missing the attach is retried; routing is settled once all are here
+        // (a partial list would drop the missing ones' rules only to add them back).
+        routing::ensure(handle, &replies).await?;
     }
     if let Some(lo) = links.iter().find(|link| link.name == "lo" && !link.up) {
         links::set_up(handle, lo.index).await?;
@@ -331,6 +355,23 @@ pub(crate) async fn attached(node_netns: Option<PathBuf>) -> Result<Vec<String>,
             .filter_map(|link| link.alias.as_deref().and_then(Owner::parse)?.task().map(str::to_owned))
             .collect();
         Ok(tasks.into_iter().collect())
+    })
+    .await
+}
+
+/// The host-side ifindexes of `task`'s overlay interfaces, by network ID.
+pub(crate) async fn veths(node_netns: Option<PathBuf>, task: String) -> Result<Vec<(String, u32)>, OverlayError> {
+    in_netns(node_netns, move |handle| async move {
+        let mut veths: Vec<(String, u32)> = links::dump(&handle)
+            .await?
+            .into_iter()
+            .filter_map(|link| match link.alias.as_deref().and_then(Owner::parse)? {
+                Owner::TaskPort { task: owner, network } if owner == task => Some((network, link.index)),
+                _ => None,
+            })
+            .collect();
+        veths.sort();
+        Ok(veths)
     })
     .await
 }

@@ -213,6 +213,7 @@ fn iface(net: &OverlayNetwork, host: u8) -> TaskInterface {
         ip: Ipv4Addr::new(10, third, 0, host),
         prefix_len: 24,
         mac: mac_of(third, host),
+        reply_gateway: None,
     }
 }
 
@@ -341,6 +342,7 @@ impl Pair {
             remote,
             local: vec![endpoint(mine, lab.underlay_addr(host))],
             isolated_pools: vec![(self.net.subnet, self.net.prefix_len)],
+            bridge_addrs: vec![],
         }
     }
 }
@@ -411,13 +413,13 @@ async fn two_networks_on_the_same_nodes_are_isolated() {
         networks: vec![n1.clone(), n2.clone()],
         remote: vec![endpoint(&b1, vb), endpoint(&b2, vb)],
         local: vec![endpoint(&a1, va)],
-        isolated_pools: vec![],
+        ..WantedOverlay::default()
     };
     let wanted_b = WantedOverlay {
         networks: vec![n1.clone(), n2.clone()],
         remote: vec![endpoint(&a1, va)],
         local: vec![endpoint(&b1, vb), endpoint(&b2, vb)],
-        isolated_pools: vec![],
+        ..WantedOverlay::default()
     };
     oa.sync(&wanted_a).await.unwrap();
     ob.sync(&wanted_b).await.unwrap();
@@ -501,9 +503,7 @@ async fn detach_leaves_nothing_and_churn_ends_equal_to_the_live_set() {
         }
         if round % 10 == 9 {
             let local: Vec<_> = live.iter().map(|(_, i)| endpoint(i, va)).collect();
-            oa.sync(&WantedOverlay { networks: vec![net.clone()], remote: vec![], local, isolated_pools: vec![] })
-                .await
-                .unwrap();
+            oa.sync(&WantedOverlay { networks: vec![net.clone()], local, ..WantedOverlay::default() }).await.unwrap();
         }
     }
     let live_ids: Vec<String> = {
@@ -579,4 +579,228 @@ async fn egress_leaves_through_the_gateway_with_the_nodes_address() {
     oa.attach_task("task-a", &p.ta, &[(p.net.clone(), p.ia.clone())], false).await.unwrap();
     assert!(link_indexes(&a, &["shg"]).is_empty());
     assert_eq!(ping(&p.ta, server, 56, 1, Duration::ZERO), 0);
+}
+
+/// Runs `ip …` inside the namespace at `ns` (a task's, which is not a named one).
+fn ip_in(ns: &Path, args: &[&str]) -> String {
+    let out = Command::new("nsenter").arg(format!("--net={}", ns.display())).arg("ip").args(args).output().unwrap();
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The IPv4 addresses (`a.b.c.d/len`) of `dev` in the named namespace `node`.
+fn ipv4_addrs(node: &str, dev: &str) -> Vec<String> {
+    run(&["ip", "-n", node, "-o", "-4", "addr", "show", "dev", dev])
+        .lines()
+        .filter_map(|line| line.split(" inet ").nth(1)?.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+fn link_mac(node: &str, dev: &str) -> String {
+    let link = run(&["ip", "-n", node, "-o", "link", "show", dev]);
+    link.split("link/ether ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned()
+}
+
+/// The ingress-like network of the bridge-address tests and each node's address on it.
+fn ingress_net(vni: u32, third: u8) -> OverlayNetwork {
+    OverlayNetwork { id: format!("ingress-{vni}"), ..network("", vni, third) }
+}
+
+fn bridge_addr(net: &OverlayNetwork, node_id: &str, host: u8) -> BridgeAddress {
+    let third = net.subnet.octets()[1];
+    BridgeAddress {
+        network_id: net.id.clone(),
+        ip: Ipv4Addr::new(10, third, 0, host),
+        prefix_len: net.prefix_len,
+        mac: node_bridge_mac(node_id, &net.id),
+    }
+}
+
+/// A peer's bridge address as the map hands it over: an ordinary remote endpoint.
+fn bridge_endpoint(address: &BridgeAddress, vtep: Ipv4Addr) -> RemoteEndpoint {
+    RemoteEndpoint { network_id: address.network_id.clone(), ip: address.ip, mac: address.mac, vtep }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_addresses_reach_remote_tasks_and_peer_bridges_without_a_local_task() {
+    let mut lab = Lab::new();
+    let (a, b) = lab.two_nodes(1500);
+    let (oa, ob) = (lab.overlay(&a, 1), lab.overlay(&b, 2));
+    let (va, vb) = (lab.underlay_addr(1), lab.underlay_addr(2));
+    let net = ingress_net(4801, 9);
+    let (bra, brb) = (bridge_addr(&net, "node-a", 101), bridge_addr(&net, "node-b", 102));
+    let ib = iface(&net, 3);
+    let tb = lab.task_ns("tb");
+    // Node a runs no task on the network: its devices exist for its bridge address alone.
+    let wanted_a = WantedOverlay {
+        networks: vec![net.clone()],
+        remote: vec![endpoint(&ib, vb), bridge_endpoint(&brb, vb)],
+        bridge_addrs: vec![bra.clone()],
+        ..WantedOverlay::default()
+    };
+    let wanted_b = WantedOverlay {
+        networks: vec![net.clone()],
+        remote: vec![bridge_endpoint(&bra, va)],
+        local: vec![endpoint(&ib, vb)],
+        bridge_addrs: vec![brb.clone()],
+        ..WantedOverlay::default()
+    };
+    oa.sync(&wanted_a).await.unwrap();
+    ob.sync(&wanted_b).await.unwrap();
+    ob.attach_task("task-b", &tb, &[(net.clone(), ib.clone())], false).await.unwrap();
+
+    let bridge = names::network_bridge(4801);
+    assert_eq!(ipv4_addrs(&a, &bridge), vec!["10.9.0.101/24".to_owned()]);
+    assert_eq!(link_mac(&a, &bridge), tables::fmt_mac(&bra.mac));
+    assert_eq!(link_mac(&b, &bridge), tables::fmt_mac(&brb.mac));
+    let index = link_indexes(&a, &[&bridge]).into_iter().next().unwrap().0;
+    assert_eq!(oa.bridge_ifindex(&net.id).await.unwrap(), Some(index));
+    assert_eq!(oa.bridge_ifindex("no-such-network").await.unwrap(), None);
+
+    let node_a = lab.node_path(&a);
+    assert_eq!(ping(&node_a, ib.ip, 56, 3, Duration::from_millis(10)), 3, "node a → task on b");
+    assert_eq!(ping(&node_a, brb.ip, 56, 3, Duration::from_millis(10)), 3, "node a → node b's bridge");
+    assert_eq!(ping(&tb, bra.ip, 56, 3, Duration::from_millis(10)), 3, "task on b → node a's bridge");
+    // The peer's bridge is programmed like any remote endpoint.
+    assert_eq!(tables(&a, 4801), expected_tables(&wanted_a.remote, &[]));
+
+    // Syncing again (and with a flood entry someone else added) changes nothing.
+    let flood = format!("dst {vb}");
+    let vxlan = names::network_vxlan(4801);
+    run(&["bridge", "-n", &a, "fdb", "append", "00:00:00:00:00:00", "dev", &vxlan, "dst", &vb.to_string()]);
+    let state = |node: &str| {
+        let fdb = run(&["bridge", "-n", node, "fdb", "show", "dev", &vxlan]);
+        (link_indexes(node, &["shbr", "shvx"]), ipv4_addrs(node, &bridge), link_mac(node, &bridge), fdb)
+    };
+    let before = state(&a);
+    assert!(before.3.lines().any(|line| line.starts_with("00:00:00:00:00:00") && line.contains(&flood)));
+    oa.sync(&wanted_a).await.unwrap();
+    assert_eq!(state(&a), before);
+
+    // A bridge address for a network the node does not want is refused before anything changes.
+    let mut wrong = wanted_a.clone();
+    wrong.bridge_addrs[0].network_id = "elsewhere".into();
+    assert!(matches!(oa.sync(&wrong).await, Err(OverlayError::BridgeWithoutNetwork { .. })));
+    assert_eq!(state(&a), before);
+
+    // A moved address is replaced; an address no longer wanted goes, the network stays.
+    let mut moved = wanted_a.clone();
+    moved.bridge_addrs[0].ip = Ipv4Addr::new(10, 9, 0, 111);
+    oa.sync(&moved).await.unwrap();
+    assert_eq!(ipv4_addrs(&a, &bridge), vec!["10.9.0.111/24".to_owned()]);
+    oa.sync(&WantedOverlay { bridge_addrs: vec![], ..wanted_a.clone() }).await.unwrap();
+    assert!(ipv4_addrs(&a, &bridge).is_empty());
+    assert_eq!(link_indexes(&a, &["shbr", "shvx"]), before.0, "the devices stay");
+    assert_eq!(ping(&node_a, ib.ip, 56, 1, Duration::ZERO), 0, "no address, no path");
+}
+
+/// Opens a packet socket on `ifindex` in the namespace at `ns` that sees every frame crossing
+/// it. `ETH_P_ALL`, not `ETH_P_IP`: on a bridge port the bridge takes frames before per-protocol
+/// sockets would see them; only taps for all protocols run first.
+fn capture(ns: &Path, ifindex: u32) -> std::os::fd::OwnedFd {
+    in_ns(ns, move || {
+        let protocol = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket(2); checked below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(protocol)) };
+        assert!(fd >= 0, "packet socket: {}", std::io::Error::last_os_error());
+        // SAFETY: fd was just created and is owned from here on.
+        let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&sock);
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid starting value.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = protocol;
+        addr.sll_ifindex = ifindex as i32;
+        let timeout = libc::timeval { tv_sec: 0, tv_usec: 200_000 };
+        // SAFETY: bind and setsockopt read the given values, which outlive the calls.
+        unsafe {
+            let size = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            assert_eq!(libc::bind(raw, (&addr as *const libc::sockaddr_ll).cast(), size), 0, "bind");
+            libc::setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&timeout as *const libc::timeval).cast(), 16);
+        }
+        sock
+    })
+}
+
+/// Sends UDP datagrams from `from` (inside `task`) to `to` until `sock` sees one leave, and
+/// returns that frame's destination MAC.
+fn frame_dst_mac(sock: &std::os::fd::OwnedFd, task: &Path, from: Ipv4Addr, to: Ipv4Addr) -> [u8; 6] {
+    let sender = in_ns(task, move || UdpSocket::bind((from, 0)).unwrap());
+    let raw = std::os::fd::AsRawFd::as_raw_fd(sock);
+    let mut found = None;
+    wait_until("a datagram from the task on its ingress interface", || {
+        sender.send_to(b"reply", (to, 9)).unwrap();
+        let mut frame = [0u8; 2048];
+        // SAFETY: frame is valid for its length for the call.
+        while unsafe { libc::recv(raw, frame.as_mut_ptr().cast(), frame.len(), 0) } >= 34 {
+            if frame[12..14] == [0x08, 0x00] && frame[26..30] == from.octets() && frame[30..34] == to.octets() {
+                found = Some(frame[..6].try_into().unwrap());
+                return true;
+            }
+        }
+        false
+    });
+    found.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_gateway_routes_replies_from_the_interface_through_the_bridge() {
+    let mut lab = Lab::new();
+    let (a, _b) = lab.two_nodes(1500);
+    let oa = lab.overlay(&a, 1);
+    let mut net = ingress_net(4901, 11);
+    net.internal = false;
+    let bra = bridge_addr(&net, "node-a", 101);
+    oa.sync(&WantedOverlay {
+        networks: vec![net.clone()],
+        bridge_addrs: vec![bra.clone()],
+        isolated_pools: vec![(net.subnet, net.prefix_len)],
+        ..WantedOverlay::default()
+    })
+    .await
+    .unwrap();
+    let ns = lab.task_ns("replier");
+    let interface = TaskInterface { reply_gateway: Some(bra.ip), ..iface(&net, 2) };
+    // With egress, the task's default route is the gateway bridge's (eth1): the rule must win.
+    oa.attach_task("replier", &ns, &[(net.clone(), interface.clone())], true).await.unwrap();
+
+    let rules = ip_in(&ns, &["-4", "rule", "show"]);
+    assert!(rules.lines().any(|line| line == "1000:\tfrom 10.11.0.2 lookup 1000"), "{rules}");
+    let table = ip_in(&ns, &["-4", "route", "show", "table", "1000"]);
+    assert!(table.contains("default via 10.11.0.101 dev eth0"), "{table}");
+    assert!(table.contains("10.11.0.0/24 dev eth0 proto static scope link src 10.11.0.2"), "{table}");
+    assert_eq!(table.lines().count(), 2, "{table}");
+    let client = "203.0.113.7";
+    let via_rule = ip_in(&ns, &["-4", "route", "get", client, "from", "10.11.0.2"]);
+    assert!(via_rule.contains("via 10.11.0.101 dev eth0"), "{via_rule}");
+    let default = ip_in(&ns, &["-4", "route", "get", client]);
+    assert!(default.contains("via 172.18.0.1 dev eth1"), "other sources keep the default route: {default}");
+
+    // On the wire: a datagram from the interface's address leaves on its veth towards the
+    // bridge's MAC.
+    let veths = oa.task_veths("replier").await.unwrap();
+    let host_side = link_indexes(&a, &["sht"]).into_iter().next().unwrap().0;
+    assert_eq!(veths, vec![(net.id.clone(), host_side)]);
+    let node_a = lab.node_path(&a);
+    let sock = capture(&node_a, host_side);
+    assert_eq!(frame_dst_mac(&sock, &ns, interface.ip, client.parse().unwrap()), bra.mac);
+
+    // Attaching again changes nothing.
+    let state = || {
+        let rules = ip_in(&ns, &["-4", "rule", "show"]);
+        let table = ip_in(&ns, &["-4", "route", "show", "table", "1000"]);
+        (rules, table, link_indexes(&a, &["sht", "shg"]), ip_in(&ns, &["-o", "link"]))
+    };
+    let before = state();
+    oa.attach_task("replier", &ns, &[(net.clone(), interface.clone())], true).await.unwrap();
+    assert_eq!(state(), before);
+
+    // A stale rule in our range goes; without a reply gateway the rule and table go too.
+    ip_in(&ns, &["rule", "add", "from", "10.11.0.99", "lookup", "1001", "priority", "1001"]);
+    oa.attach_task("replier", &ns, &[(net.clone(), interface.clone())], true).await.unwrap();
+    assert_eq!(state(), before);
+    oa.attach_task("replier", &ns, &[(net.clone(), iface(&net, 2))], true).await.unwrap();
+    let rules = ip_in(&ns, &["-4", "rule", "show"]);
+    assert!(!rules.contains("lookup 1000"), "{rules}");
+    assert_eq!(ip_in(&ns, &["-4", "route", "show", "table", "1000"]), "");
 }
