@@ -19,15 +19,22 @@ static __always_inline __u32 cookie_hash(__u64 cookie)
 
 static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 proto, int remember)
 {
+	__u16 user_port = (__u16)ctx->user_port;
 	struct svc_key key = {
 		.addr = ctx->user_ip4,
-		.port = (__u16)ctx->user_port,
+		.port = user_port,
 		.proto = proto,
 		.scope = SHOAL_SCOPE_VIP,
 	};
 	struct svc_value *svc = bpf_map_lookup_elem(&services, &key);
-	if (!svc)
-		return 1;
+	if (!svc) {
+		/* A VIP answers on every port, as Swarm's does: port 0 is the whole VIP, and a
+		 * backend port of 0 keeps the port the client asked for. */
+		key.port = 0;
+		svc = bpf_map_lookup_elem(&services, &key);
+		if (!svc)
+			return 1;
+	}
 	__u32 svc_id = svc->id;
 	__u32 generation = svc->generation;
 	__u64 cookie = bpf_get_socket_cookie(ctx);
@@ -37,13 +44,14 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 proto, int 
 		count_no_backend(svc_id);
 		return 1;
 	}
+	__u16 port = be.port ? be.port : user_port;
 	if (remember) {
-		struct sock_revnat_key rk = { .cookie = cookie, .addr = be.addr, .port = be.port };
-		struct sock_revnat_value rv = { .addr = key.addr, .port = key.port };
+		struct sock_revnat_key rk = { .cookie = cookie, .addr = be.addr, .port = port };
+		struct sock_revnat_value rv = { .addr = key.addr, .port = user_port };
 		bpf_map_update_elem(&sock_revnat, &rk, &rv, BPF_ANY);
 	}
 	ctx->user_ip4 = be.addr;
-	ctx->user_port = (__u32)be.port;
+	ctx->user_port = (__u32)port;
 	count_new_flow(svc_id, backend_id);
 	return 1;
 }

@@ -130,6 +130,33 @@ fn connect_to_a_vip_spreads_over_backends_and_follows_removals() {
 }
 
 #[test]
+fn a_whole_vip_answers_on_every_port_and_keeps_the_port() {
+    in_sandbox(|sandbox| {
+        run("ip", &["addr", "add", "10.1.0.1/32", "dev", "lo"]);
+        run("ip", &["addr", "add", "10.1.0.2/32", "dev", "lo"]);
+        let _b1a = TcpBackend::start(B1, 80, "b1");
+        let _b2a = TcpBackend::start(B2, 80, "b2");
+        let _b1b = TcpBackend::start(B1, 9000, "b1");
+        let _b2b = TcpBackend::start(B2, 9000, "b2");
+        let mut mesh = Mesh::load(&sandbox.pin_dir("node1"), config()).expect("load");
+        mesh.attach_cgroup(&sandbox.cgroup).expect("attach");
+        // Port 0: the whole VIP (Swarm's VIPs balance every port); backend port 0 keeps the client's.
+        let whole = ServiceKey::Vip { addr: VIP, port: 0, proto: Proto::Tcp };
+        mesh.set_service(whole, &[Backend::new(B1, 0), Backend::new(B2, 0)]).unwrap();
+        let (b1, b2) = connect_many(sandbox, 40);
+        assert!(b1 >= 8 && b2 >= 8, "port 80 through the whole VIP should spread: b1={b1} b2={b2}");
+        let script = format!(
+            "import socket\nfor i in range(20):\n  s=socket.create_connection(('{VIP}',9000),timeout=5)\n  print(s.recv(16).decode())\n  s.close()\n"
+        );
+        let out = python_in_cgroup(sandbox, &script);
+        assert_eq!(out.lines().filter(|l| *l == "b1" || *l == "b2").count(), 20, "port 9000 kept: {out}");
+        // A port-specific entry wins over the whole VIP.
+        mesh.set_service(vip_tcp(), &[Backend::new(B2, 80)]).unwrap();
+        assert_eq!(connect_many(sandbox, 10), (0, 10));
+    });
+}
+
+#[test]
 fn unconnected_udp_sees_the_vip_as_the_reply_source() {
     in_sandbox(|sandbox| {
         run("ip", &["addr", "add", "10.1.0.1/32", "dev", "lo"]);
