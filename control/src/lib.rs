@@ -16,6 +16,7 @@ pub mod ca;
 pub mod daemon;
 pub mod error;
 pub mod executor;
+pub mod ipam;
 mod lifecycle;
 mod logs;
 mod network_api;

@@ -37,7 +37,8 @@ impl Daemon {
         }
     }
 
-    async fn init_inner(&self, req: InitRequest) -> ApiResult<String> {
+    async fn init_inner(&self, mut req: InitRequest) -> ApiResult<String> {
+        validate_address_pools(&mut req)?;
         let listen_addr = normalize_listen_addr(&req.listen_addr)?;
         let advertise_addr = resolve_advertise_addr(&req.advertise_addr, &listen_addr)?;
         let ca = RootCa::generate().map_err(|e| ApiError::internal(e.to_string()))?;
@@ -70,7 +71,7 @@ impl Daemon {
         };
         manager.initialize(&local.manager_addr()).await.map_err(internal)?;
         let (cluster, node) = new_cluster(&req, &ca, &node_id, &local);
-        manager.propose(Command::InitCluster { cluster, node }).await?;
+        manager.propose(Command::InitCluster { cluster, node, ingress_id: new_node_id() }).await?;
         core.start_agent();
         Ok(node_id)
     }
@@ -207,6 +208,40 @@ impl Daemon {
         core.start_agent();
         Ok(())
     }
+}
+
+/// dockerd's checks of `swarm init --default-addr-pool/--default-addr-pool-mask-length/
+/// --data-path-port` (moby `daemon/cluster/swarm.go`), with its messages; trims the pools.
+fn validate_address_pools(req: &mut InitRequest) -> ApiResult<()> {
+    if req.data_path_port != 0 && !(1024..=49151).contains(&req.data_path_port) {
+        // Ports below 1024 are reserved, above 49151 dynamic.
+        return Err(ApiError::invalid(format!(
+            "Datapath port number is not in valid range (1024-49151) : {}",
+            req.data_path_port
+        )));
+    }
+    if req.default_addr_pool.is_empty() {
+        return Ok(());
+    }
+    let size = if req.subnet_size == 0 { u32::from(crate::state::DEFAULT_SUBNET_SIZE) } else { req.subnet_size };
+    // Docker's ceiling: a /29 is the smallest subnet an overlay network can work with.
+    if size > 29 {
+        return Err(ApiError::invalid(format!("subnet size is out of range: {size}")));
+    }
+    for pool in &mut req.default_addr_pool {
+        *pool = pool.trim().to_string();
+        if pool.contains(':') {
+            return Err(ApiError::invalid(format!("invalid base pool {pool}: IPv6 pools are not supported")));
+        }
+        let cidr =
+            crate::ipam::Cidr::parse(pool).map_err(|e| ApiError::invalid(format!("invalid base pool {pool}: {e}")))?;
+        if size < u32::from(cidr.prefix_len) {
+            return Err(ApiError::invalid(format!(
+                "invalid CIDR: {pool:?}. Subnet size is too small for pool: {size}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The local IP the kernel would use to reach `remote` (`ip:port`), without sending anything.
@@ -390,4 +425,33 @@ fn leave_refusal(manager: &Manager) -> ApiError {
          Use `--force` to suppress this message.",
     );
     ApiError::unavailable(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn init(pools: &[&str], size: u32, port: u32) -> ApiResult<InitRequest> {
+        let mut req = InitRequest {
+            default_addr_pool: pools.iter().map(|p| p.to_string()).collect(),
+            subnet_size: size,
+            data_path_port: port,
+            ..Default::default()
+        };
+        validate_address_pools(&mut req).map(|()| req)
+    }
+
+    #[test]
+    fn address_pools_and_data_path_port_follow_dockerd() {
+        assert_eq!(init(&[" 10.20.0.0/16 "], 26, 4790).unwrap().default_addr_pool, ["10.20.0.0/16"]);
+        assert!(init(&[], 0, 0).is_ok());
+        let msg = |r: ApiResult<InitRequest>| r.unwrap_err().message;
+        assert_eq!(msg(init(&[], 0, 80)), "Datapath port number is not in valid range (1024-49151) : 80");
+        assert_eq!(msg(init(&["10.0.0.0/8"], 30, 0)), "subnet size is out of range: 30");
+        assert_eq!(msg(init(&["10.0.0/8"], 0, 0)), "invalid base pool 10.0.0/8: invalid CIDR address: 10.0.0/8");
+        assert_eq!(
+            msg(init(&["10.0.0.0/16"], 12, 0)),
+            "invalid CIDR: \"10.0.0.0/16\". Subnet size is too small for pool: 12"
+        );
+    }
 }

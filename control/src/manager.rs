@@ -52,7 +52,16 @@ pub struct Manager {
     applied: watch::Receiver<u64>,
     peers: Arc<Peers>,
     liveness: Mutex<Liveness>,
+    network_map: Mutex<MapCache>,
     stop: watch::Sender<bool>,
+}
+
+/// The last network map computed, shared by every poller, and the index where its content last
+/// changed: a poller whose `since` is at or past that index already has this content.
+#[derive(Default)]
+struct MapCache {
+    changed_at: u64,
+    map: Option<Arc<crate::netmap::NetworkMap>>,
 }
 
 #[derive(Default)]
@@ -99,6 +108,7 @@ impl Manager {
             applied,
             peers,
             liveness: Mutex::new(Liveness::default()),
+            network_map: Mutex::new(MapCache::default()),
             stop,
         });
         tokio::spawn(leader_loop(Arc::downgrade(&manager), manager.stop.subscribe()));
@@ -384,6 +394,45 @@ impl Manager {
             .cloned()
             .collect();
         (index, tasks)
+    }
+
+    /// The network map, answered once its content changed after `since` (or after `wait` with
+    /// the current map, so nodes re-poll and notice a lost manager).
+    pub async fn network_map(&self, since: u64, wait: Duration) -> Arc<crate::netmap::NetworkMap> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut applied = self.applied.clone();
+        let mut seen = since;
+        loop {
+            // Drop the watch's read guard at once: the map is computed under other locks.
+            let moved = matches!(
+                tokio::time::timeout_at(deadline, applied.wait_for(|i| *i > seen)).await.map(|r| r.is_ok()),
+                Ok(true)
+            );
+            let (changed_at, map) = self.current_network_map();
+            if changed_at > since || !moved {
+                return map;
+            }
+            // The state moved on but nothing in the map did: keep waiting.
+            seen = map.index;
+        }
+    }
+
+    /// The map at the applied index, computed once per index whoever asks.
+    fn current_network_map(&self) -> (u64, Arc<crate::netmap::NetworkMap>) {
+        let index = *self.applied.borrow();
+        let mut cache = self.network_map.lock().expect("network map lock");
+        if let Some(map) = cache.map.as_ref().filter(|m| m.index == index) {
+            return (cache.changed_at, map.clone());
+        }
+        let map = {
+            let state = self.state.read().expect("state lock");
+            Arc::new(crate::netmap::NetworkMap::from_state(&state, index))
+        };
+        if !cache.map.as_ref().is_some_and(|m| m.same_content(&map)) {
+            cache.changed_at = index;
+        }
+        cache.map = Some(map.clone());
+        (cache.changed_at, map)
     }
 
     /// Records task states reported by `node_id`, which may only report its own tasks.

@@ -8,8 +8,8 @@ use crate::api::ServiceApi;
 use crate::daemon::Daemon;
 use crate::error::{ApiError, ApiResult};
 use crate::objects::service::{
-    Endpoint, EndpointSpec, PortConfig, PublishMode, ReplicatedService, Service, ServiceSpec, ServiceStatus, Task,
-    TaskState,
+    Endpoint, EndpointMode, EndpointSpec, PortConfig, PublishMode, ReplicatedService, Service, ServiceSpec,
+    ServiceStatus, Task, TaskState,
 };
 use crate::objects::Version;
 use crate::rpc::services::new_node_id;
@@ -112,9 +112,35 @@ pub fn validate_spec(spec: &mut ServiceSpec) -> ApiResult<()> {
             crate::orchestrator::parse_constraint(constraint).map_err(invalid)?;
         }
     }
-    if let Some(network) = spec.task_template.networks.first() {
-        // Overlay networks arrive with the networking issue; until then no network exists.
-        return Err(ApiError::not_found(format!("network {} not found", network.target)));
+    let endpoint = spec.endpoint_spec.clone().unwrap_or_default();
+    if endpoint.mode == EndpointMode::Dnsrr && endpoint.ports.iter().any(|p| p.publish_mode == PublishMode::Ingress) {
+        return Err(invalid("port published with ingress mode can't be used with dnsrr mode"));
+    }
+    Ok(())
+}
+
+/// Resolves `TaskTemplate.Networks[].Target` (a name, an ID or a unique ID prefix) to network
+/// IDs, which is what Docker stores, and applies swarmkit's rules.
+pub fn resolve_networks(state: &ClusterState, spec: &mut ServiceSpec) -> ApiResult<()> {
+    let mut seen: Vec<String> = Vec::new();
+    for attachment in &mut spec.task_template.networks {
+        let record = state.find_network(&attachment.target).map_err(|e| match e.kind {
+            crate::error::ErrorKind::NotFound => {
+                ApiError::not_found(format!("network {} not found", attachment.target))
+            }
+            _ => e,
+        })?;
+        if record.network.ingress {
+            return Err(invalid(format!(
+                "Service cannot be explicitly attached to the ingress network {:?}",
+                record.network.name
+            )));
+        }
+        if seen.contains(&record.network.id) {
+            return Err(invalid(format!("duplicate network attachment: {}", attachment.target)));
+        }
+        seen.push(record.network.id.clone());
+        attachment.target = record.network.id.clone();
     }
     Ok(())
 }
@@ -219,6 +245,7 @@ impl ServiceApi for Daemon {
         validate_spec(&mut spec)?;
         manager.read_barrier().await?;
         let state = manager.state();
+        resolve_networks(&state, &mut spec)?;
         let id = new_node_id();
         let endpoint = resolve_endpoint(&state, &id, &spec.endpoint_spec)?;
         let service = new_service(&id, spec, endpoint);
@@ -267,6 +294,7 @@ impl ServiceApi for Daemon {
             return Ok(Vec::new());
         }
         validate_spec(&mut spec)?;
+        resolve_networks(&state, &mut spec)?;
         if spec.name != service.spec.name {
             return Err(ApiError::invalid("rpc error: code = Unimplemented desc = renaming services is not supported"));
         }
@@ -353,6 +381,55 @@ mod tests {
         let mut s = spec("", &[]);
         validate_spec(&mut s).unwrap();
         assert!(valid_name(&s.name), "generated name {:?}", s.name);
+    }
+
+    #[test]
+    fn network_targets_resolve_to_ids_with_swarmkit_rules() {
+        use crate::objects::network::{Network, INGRESS_NETWORK};
+        use crate::objects::service::NetworkAttachmentConfig;
+        use crate::state::Proposal;
+        let mut state = ClusterState::default();
+        let mut apply = |id: &str, name: &str, ingress: bool| {
+            let network: Network = serde_json::from_value(serde_json::json!({
+                "Name": name, "Id": id, "Created": "2026-01-01T00:00:00Z", "Scope": "swarm", "Driver": "overlay",
+                "IPAM": {"Driver": "default", "Config": []}, "Ingress": ingress,
+            }))
+            .unwrap();
+            let command = Command::CreateNetwork { network: Box::new(network) };
+            state.apply(1, &Proposal::now(command)).unwrap();
+        };
+        apply("abc123", "appnet", false);
+        apply("abd456", "backend", false);
+        apply("ing789", INGRESS_NETWORK, true);
+        let with = |targets: &[&str]| {
+            let mut s = spec("web", &[]);
+            s.task_template.networks = targets
+                .iter()
+                .map(|t| NetworkAttachmentConfig { target: t.to_string(), ..Default::default() })
+                .collect();
+            s
+        };
+        let mut s = with(&["appnet", "abd4"]);
+        resolve_networks(&state, &mut s).unwrap();
+        let targets: Vec<&str> = s.task_template.networks.iter().map(|n| n.target.as_str()).collect();
+        assert_eq!(targets, ["abc123", "abd456"]);
+        let err = resolve_networks(&state, &mut with(&["nope"])).unwrap_err();
+        assert_eq!((err.kind, err.message.as_str()), (crate::error::ErrorKind::NotFound, "network nope not found"));
+        let err = resolve_networks(&state, &mut with(&["ab"])).unwrap_err();
+        assert_eq!(err.message, "network ab is ambiguous (2 matches found)");
+        let err = resolve_networks(&state, &mut with(&["ingress"])).unwrap_err();
+        assert_eq!(
+            err.message,
+            "rpc error: code = InvalidArgument desc = Service cannot be explicitly attached to the ingress network \"ingress\""
+        );
+        let err = resolve_networks(&state, &mut with(&["appnet", "abc123"])).unwrap_err();
+        assert!(err.message.contains("duplicate network attachment"), "{}", err.message);
+        let mut dnsrr = spec("web", &[(8080, 80)]);
+        dnsrr.endpoint_spec.as_mut().unwrap().mode = EndpointMode::Dnsrr;
+        assert_eq!(
+            validate_spec(&mut dnsrr).unwrap_err().message,
+            "rpc error: code = InvalidArgument desc = port published with ingress mode can't be used with dnsrr mode"
+        );
     }
 
     #[test]

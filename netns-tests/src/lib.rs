@@ -22,10 +22,12 @@
 
 pub mod binary;
 pub mod cmd;
+pub mod dns;
 pub mod http;
 pub mod lab;
 pub mod netns;
 pub mod node;
+pub mod overlay;
 pub mod poll;
 pub mod services;
 pub mod swarm;

@@ -156,6 +156,13 @@ pub fn reap(data_root: &Path) -> Vec<String> {
     if let Err(e) = gone {
         problems.push(e);
     }
+    // The node's own group (`shoal/<node group>` in v2, `shoal` in v1) goes too once empty;
+    // another node's tasks keep a shared parent busy, which rmdir(2) refuses: that is fine.
+    for dir in &cgroups {
+        if let Some(parent) = dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
     for at in own_mounts.iter().rev() {
         let _ = unmount(at);
         let _ = std::fs::remove_dir(at);

@@ -7,6 +7,8 @@
 //! - `bench raft [--debug]`: leader failover and write latency, written to docs/benchmarks.md.
 //! - `bench services [--debug]`: time to run 100 replicas, node-failure detection and task
 //!   replacement, the in-process orchestrator at 100,000 tasks; written to docs/benchmarks.md.
+//! - `bench overlay [--debug]`: iperf3 (1 and 4 streams) and request/response rate between tasks
+//!   over VXLAN against the bare underlay; written to docs/benchmarks.md.
 //!
 //! Each command first checks the system tools it needs and, when root on Debian, installs the
 //! missing ones with apt; otherwise it stops with the exact command to run.
@@ -32,6 +34,9 @@ usage: cargo xtask <command>
   bench services [--debug]
                         100 replicas to running, worker kill to down and to replaced (5 nodes),
                         and the in-process orchestrator at 1,000 nodes / 100,000 tasks
+  bench overlay [--debug]
+                        iperf3 (1 and 4 streams) and request/response rate between tasks on two
+                        nodes over VXLAN against the bare underlay, with ratios
 ";
 
 fn main() {
@@ -55,6 +60,8 @@ fn run() -> anyhow::Result<()> {
         ["bench", "raft", "--debug"] => bench::raft(true),
         ["bench", "services"] => bench::services(false),
         ["bench", "services", "--debug"] => bench::services(true),
+        ["bench", "overlay"] => bench::overlay(false),
+        ["bench", "overlay", "--debug"] => bench::overlay(true),
         [] | ["help"] | ["-h"] | ["--help"] => {
             print!("{USAGE}");
             Ok(())

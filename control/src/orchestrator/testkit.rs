@@ -91,11 +91,13 @@ pub fn global(name: &str) -> Service {
 }
 
 /// The leader and the agents of a simulated cluster.
+#[derive(Clone)]
 pub struct Sim {
     pub state: ClusterState,
     pub now: DateTime<Utc>,
     pub tick: Duration,
-    index: u64,
+    /// The Raft index of the last applied command.
+    pub index: u64,
     next_id: u64,
     next_service: u64,
     failing: HashSet<String>,

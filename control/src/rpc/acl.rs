@@ -36,6 +36,7 @@ pub const RPC_ACL: &[(&str, Admits)] = &[
     ("/shoal.Dispatcher/Heartbeat", Admits::AnyNode),
     ("/shoal.Dispatcher/Assignments", Admits::AnyNode),
     ("/shoal.Dispatcher/UpdateTaskStatus", Admits::AnyNode),
+    ("/shoal.Dispatcher/NetworkMap", Admits::AnyNode),
     ("/shoal.Agent/TaskLogs", Admits::Managers),
     ("/shoal.Raft/AppendEntries", Admits::Managers),
     ("/shoal.Raft/Vote", Admits::Managers),

@@ -276,4 +276,34 @@ impl pb::dispatcher_server::Dispatcher for Services {
         manager.report_task_status(&identity.node_id, updates).await.map_err(status_of)?;
         Ok(Response::new(pb::Empty {}))
     }
+
+    async fn network_map(&self, req: Request<pb::NetworkMapRequest>) -> Result<Response<pb::Json>, Status> {
+        let manager = self.manager()?;
+        let since = req.into_inner().since_index;
+        let map = manager.network_map(since, ASSIGNMENTS_WAIT).await;
+        Ok(Response::new(json(&*map)?))
+    }
+}
+
+/// Asks the manager at `addr` for the network map, waiting (long poll) until it differs from the
+/// one the caller got at index `since` (0: answer at once). The next call passes the answer's
+/// `index`. Used by every node's data plane and resolver.
+pub async fn fetch_network_map(
+    peers: &crate::rpc::peers::Peers,
+    addr: &str,
+    since: u64,
+) -> anyhow::Result<crate::netmap::NetworkMap> {
+    use anyhow::Context as _;
+    let mut client = peers.dispatcher(addr)?;
+    let mut request = Request::new(pb::NetworkMapRequest { since_index: since });
+    // Longer than the server's wait, so a quiet long poll is not mistaken for a dead manager.
+    request.set_timeout(ASSIGNMENTS_WAIT + std::time::Duration::from_secs(5));
+    let reply = match client.network_map(request).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => {
+            peers.forget(addr);
+            anyhow::bail!("network map from {addr}: {}", status.message());
+        }
+    };
+    serde_json::from_slice(&reply.json).with_context(|| format!("network map from {addr}"))
 }

@@ -50,9 +50,12 @@ impl Cgroups {
         let available = read_words(&v2_mount.join("cgroup.controllers"));
         let wanted: Vec<&str> =
             ["cpu", "memory", "pids"].into_iter().filter(|c| available.iter().any(|a| a == c)).collect();
-        let v2_parent = v2_mount.join("shoal");
+        // One group per runtime below `shoal/`: the node's eBPF socket programs (service VIPs)
+        // attach there, and several lab nodes on one machine share the single cgroup2 hierarchy.
+        let v2_parent = v2_mount.join("shoal").join(runtime_group(root));
+        create_dir(&v2_mount.join("shoal"))?;
         create_dir(&v2_parent)?;
-        for dir in [&v2_mount, &v2_parent] {
+        for dir in [&v2_mount, &v2_mount.join("shoal"), &v2_parent] {
             for c in &wanted {
                 // Already enabled is fine; a refusal only means we fall back to v1 below.
                 let _ = fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
@@ -64,6 +67,11 @@ impl Cgroups {
         let v1_memory = if v2_memory { None } else { v1_parent(root, "memory")? };
         let v1_cpu = if v2_cpu { None } else { v1_parent(root, "cpu")? };
         Ok(Cgroups { v2_parent, v2_memory, v2_cpu, v1_memory, v1_cpu })
+    }
+
+    /// The cgroup2 group every task of this runtime lives under.
+    pub(crate) fn v2_parent(&self) -> &Path {
+        &self.v2_parent
     }
 
     /// Creates the groups of a task and writes its limits (`0` means none).
@@ -117,6 +125,18 @@ impl Cgroups {
         group.v1.push(dir.clone());
         Ok(dir)
     }
+}
+
+/// The name of a runtime's group under `shoal/`: `n` + 12 hex digits of FNV-1a over the
+/// runtime's root directory, stable across restarts of the same node.
+fn runtime_group(root: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in root.as_os_str().as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("n{:012x}", hash & 0xffff_ffff_ffff)
 }
 
 #[cfg(test)]

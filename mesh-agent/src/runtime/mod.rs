@@ -162,6 +162,12 @@ impl Runtime {
         &self.inner.root
     }
 
+    /// The cgroup2 group all tasks of this runtime live in (one per node): where the node's
+    /// socket-level service VIP programs attach.
+    pub fn task_cgroup_parent(&self) -> &Path {
+        self.inner.cgroups.v2_parent()
+    }
+
     fn task_dir(&self, task_id: &str) -> Result<PathBuf> {
         let ok = !task_id.is_empty()
             && !task_id.starts_with(['.', '-'])

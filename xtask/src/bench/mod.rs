@@ -4,7 +4,10 @@
 //! - [`raft`]: leader failover and write latency on 3 managers.
 //! - [`services`]: time to run 100 replicas, node-failure detection and task replacement, and
 //!   the in-process orchestrator at 1,000 nodes and 100,000 tasks.
+//! - [`overlay`]: iperf3 and request/response rate between tasks over VXLAN against the bare
+//!   underlay.
 
+mod overlay;
 mod raft;
 mod services;
 
@@ -13,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+pub use overlay::overlay;
 pub use raft::raft;
 pub use services::services;
 
