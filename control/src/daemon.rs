@@ -30,6 +30,10 @@ use crate::{tls, token};
 pub struct DaemonConfig {
     /// Everything the node keeps lives under here (`swarm/` for certificates and Raft).
     pub data_root: PathBuf,
+    /// Resolvers the tasks' embedded DNS forwards to; empty: the host's resolv.conf.
+    pub dns_upstreams: Vec<IpAddr>,
+    /// A bpf filesystem for the mesh's pins; `None`: /sys/fs/bpf if it is one, else one of our own.
+    pub bpffs: Option<PathBuf>,
 }
 
 /// The engine version nodes report (`ENGINE VERSION` in `node ls`).
@@ -71,6 +75,7 @@ fn join_host_port(host: &str, port: &str) -> String {
 /// The running parts of a node in a swarm, swapped as a whole on init/join/leave.
 pub struct Core {
     pub data_root: PathBuf,
+    pub config: DaemonConfig,
     local: RwLock<Option<LocalState>>,
     root_ca_pem: RwLock<Option<String>>,
     manager: RwLock<Option<Arc<Manager>>>,
@@ -82,6 +87,9 @@ pub struct Core {
     /// Made on first use: it mounts cgroup hierarchies, which a node that never runs a task
     /// should not need.
     runtime: Mutex<Option<Arc<mesh_agent::runtime::Runtime>>>,
+    /// The node's overlay and resolver, made when the agent starts (it needs the node's identity
+    /// and address) and dropped when the node leaves the swarm.
+    node_network: Mutex<Option<Arc<crate::node_network::NodeNetwork>>>,
     /// SWIM membership on 7946, shared with the manager's liveness monitor.
     pub(crate) gossip: crate::manager::SharedGossip,
 }
@@ -113,6 +121,22 @@ impl Core {
         let runtime = Arc::new(mesh_agent::runtime::Runtime::new(&self.tasks_dir())?);
         *slot = Some(runtime.clone());
         Ok(runtime)
+    }
+
+    /// The node's network agent, created on first use.
+    pub fn node_network(&self) -> anyhow::Result<Arc<crate::node_network::NodeNetwork>> {
+        let mut slot = self.node_network.lock().expect("node network lock");
+        if let Some(network) = slot.as_ref() {
+            return Ok(network.clone());
+        }
+        let network = Arc::new(crate::node_network::NodeNetwork::new(self)?);
+        *slot = Some(network.clone());
+        Ok(network)
+    }
+
+    /// The node's network agent if it exists (releasing a task must not create one).
+    pub fn node_network_if_started(&self) -> Option<Arc<crate::node_network::NodeNetwork>> {
+        self.node_network.lock().expect("node network lock").clone()
     }
 
     pub(crate) fn peers(&self) -> Option<Arc<Peers>> {
@@ -222,6 +246,12 @@ impl Core {
         }
         tokio::spawn(crate::agent::start_gossip(self.clone()));
         tokio::spawn(crate::agent::run(self.clone(), rx.clone()));
+        match self.node_network() {
+            Ok(network) => {
+                tokio::spawn(crate::node_network::run(self.clone(), network, rx.clone()));
+            }
+            Err(e) => tracing::error!("the node's network agent cannot start: {e:#}"),
+        }
         tokio::spawn(crate::executor::run(self.clone(), rx));
     }
 
@@ -229,6 +259,7 @@ impl Core {
         if let Some(stop) = self.agent_stop.lock().expect("agent lock").take() {
             let _ = stop.send(true);
         }
+        self.node_network.lock().expect("node network lock").take();
         if let Some(gossip) = self.gossip.lock().expect("gossip lock").take() {
             tokio::spawn(gossip.shutdown());
         }
@@ -297,6 +328,7 @@ impl Daemon {
         std::fs::create_dir_all(&config.data_root)?;
         let core = Arc::new(Core {
             data_root: config.data_root.clone(),
+            config: config.clone(),
             local: RwLock::new(None),
             root_ca_pem: RwLock::new(None),
             manager: RwLock::new(None),
@@ -305,6 +337,7 @@ impl Daemon {
             agent_stop: Mutex::new(None),
             lifecycle: tokio::sync::Mutex::new(()),
             runtime: Mutex::new(None),
+            node_network: Mutex::new(None),
             gossip: Arc::new(Mutex::new(None)),
         });
         let node_json = core.swarm_dir().join("node.json");

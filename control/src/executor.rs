@@ -56,7 +56,7 @@ pub async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
                 reconcile(&core, &tasks, &mut locals, &events_tx, &mut outbox, &mut swept).await;
             }
             Some(event) = events.recv() => {
-                handle(event, &mut locals, &events_tx, &mut outbox);
+                handle(&core, event, &mut locals, &events_tx, &mut outbox);
             }
             _ = flush.tick() => {
                 if !outbox.is_empty() && report(&core, &outbox).await {
@@ -91,7 +91,7 @@ async fn poll_assignments(core: Arc<Core>, tx: mpsc::Sender<Vec<Task>>, stop: wa
     }
 }
 
-fn manager_candidates(core: &Core) -> Vec<String> {
+pub(crate) fn manager_candidates(core: &Core) -> Vec<String> {
     let Some(local) = core.local() else { return Vec::new() };
     let mut out = Vec::new();
     if core.manager().is_some() {
@@ -192,6 +192,15 @@ async fn reconcile(
                         task.id.clone(),
                         Local { task: None, state: task.status.state, stopping: false, unhealthy: false },
                     );
+                    // Its interfaces survived with it; check them and serve its names again.
+                    if let Ok(network) = core.node_network() {
+                        let (task, pid) = (task.clone(), running.pid() as u32);
+                        tokio::spawn(async move {
+                            if let Err(e) = network.adopt(&task, pid).await {
+                                tracing::warn!(task = %task.id, "re-wiring an adopted task: {e:#}");
+                            }
+                        });
+                    }
                     let _ = events.send(Event::Started(task.id.clone(), running));
                     continue;
                 }
@@ -212,13 +221,15 @@ async fn reconcile(
                     Local { task: None, state: task.status.state, stopping: false, unhealthy: false },
                 );
                 push(outbox, locals, &task.id, status(TaskState::Preparing, "preparing", "", 0, 0));
-                spawn_start(runtime.clone(), task.clone(), events.clone());
+                spawn_start(core.clone(), runtime.clone(), task.clone(), events.clone());
             }
             None => {
                 // Shut down while this agent was away: a process that survived must still stop.
                 if let Some(survivor) = runtime.adopt(&task.id).await {
+                    let (core, id) = (core.clone(), task.id.clone());
                     tokio::spawn(async move {
                         survivor.stop(DEFAULT_STOP_GRACE).await;
+                        release_network(&core, &id).await;
                     });
                 }
                 if !task.status.state.is_terminal() {
@@ -260,8 +271,10 @@ async fn reconcile(
             }
             if let Some(survivor) = runtime.adopt(&id).await {
                 tracing::info!(task = %id, "stopping a task that is no longer assigned to this node");
+                let core = core.clone();
                 tokio::spawn(async move {
                     survivor.stop(DEFAULT_STOP_GRACE).await;
+                    release_network(&core, &id).await;
                 });
             }
         }
@@ -269,11 +282,13 @@ async fn reconcile(
     let forgotten: Vec<String> = locals.keys().filter(|id| !assigned.contains(id.as_str())).cloned().collect();
     for id in forgotten {
         if let Some(local) = locals.remove(&id) {
-            if let Some(running) = local.task {
-                tokio::spawn(async move {
+            let core = core.clone();
+            tokio::spawn(async move {
+                if let Some(running) = local.task {
                     running.stop(DEFAULT_STOP_GRACE).await;
-                });
-            }
+                }
+                release_network(&core, &id).await;
+            });
         }
     }
 }
@@ -285,7 +300,7 @@ fn stop_grace(task: &Task) -> Duration {
     }
 }
 
-fn launch_for(task: &Task) -> TaskLaunch {
+fn launch_for(task: &Task, netns: Option<std::path::PathBuf>) -> TaskLaunch {
     let spec = &task.spec.container_spec;
     let node_name = mesh_agent::host::describe().hostname;
     let hostname = if spec.hostname.is_empty() { task.name.clone() } else { spec.hostname.clone() };
@@ -304,15 +319,48 @@ fn launch_for(task: &Task) -> TaskLaunch {
         memory_limit: limits.memory_bytes,
         nano_cpus: limits.nano_cpus,
         resolv_conf: dns::task_resolv_conf(&[]),
-        hosts: format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
-        netns: None,
+        hosts: hosts_file(task, &hostname),
+        netns,
         stop_grace: stop_grace(task),
     }
 }
 
-fn spawn_start(runtime: Arc<Runtime>, task: Task, events: mpsc::UnboundedSender<Event>) {
+/// `/etc/hosts`: localhost, and the task's own name on its first overlay address (Docker's
+/// shape) or on 127.0.1.1 when it has no network.
+fn hosts_file(task: &Task, hostname: &str) -> String {
+    let own = match crate::node_network::NodeNetwork::first_address(task) {
+        Some(ip) => format!("{ip}\t{hostname}\n"),
+        None => format!("127.0.1.1\t{hostname}\n"),
+    };
+    format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{own}")
+}
+
+/// Unwires a task that will not run again here (no-op for a task without networks).
+async fn release_network(core: &Core, task_id: &str) {
+    if let Some(network) = core.node_network_if_started() {
+        network.release(task_id).await;
+    }
+}
+
+/// The network namespace a task joins, wired into its networks; `None` for a task without any.
+async fn prepare_network(core: &Core, task: &Task) -> anyhow::Result<Option<std::path::PathBuf>> {
+    if task.networks_attachments.is_empty() {
+        return Ok(None);
+    }
+    core.node_network()?.prepare(task).await
+}
+
+fn spawn_start(core: Arc<Core>, runtime: Arc<Runtime>, task: Task, events: mpsc::UnboundedSender<Event>) {
     tokio::spawn(async move {
-        let launch = launch_for(&task);
+        let netns = match prepare_network(&core, &task).await {
+            Ok(netns) => netns,
+            Err(e) => {
+                release_network(&core, &task.id).await;
+                let _ = events.send(Event::StartFailed(task.id.clone(), format!("network: {e:#}")));
+                return;
+            }
+        };
+        let launch = launch_for(&task, netns);
         match runtime.start(&launch).await {
             Ok(running) => {
                 let _ = events.send(Event::Started(task.id.clone(), running.clone()));
@@ -323,6 +371,7 @@ fn spawn_start(runtime: Arc<Runtime>, task: Task, events: mpsc::UnboundedSender<
                 }
             }
             Err(e) => {
+                release_network(&core, &task.id).await;
                 let _ = events.send(Event::StartFailed(task.id.clone(), e.to_string()));
             }
         }
@@ -382,6 +431,7 @@ async fn watch_health(id: String, task: RunningTask, health: HealthConfig, event
 }
 
 fn handle(
+    core: &Arc<Core>,
     event: Event,
     locals: &mut HashMap<String, Local>,
     events: &mpsc::UnboundedSender<Event>,
@@ -434,6 +484,10 @@ fn handle(
             }
         }
         Event::Exited(id, exit) => {
+            {
+                let (core, id) = (core.clone(), id.clone());
+                tokio::spawn(async move { release_network(&core, &id).await });
+            }
             let Some(local) = locals.get(&id) else { return };
             let pid = local.task.as_ref().map(|t| t.pid() as i64).unwrap_or(0);
             let code = exit.code as i64;

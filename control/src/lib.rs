@@ -22,6 +22,8 @@ mod logs;
 mod network_api;
 pub mod manager;
 pub mod netmap;
+pub mod node_mesh;
+pub mod node_network;
 pub mod objects;
 pub mod orchestrator;
 pub mod raft_network;

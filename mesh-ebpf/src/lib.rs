@@ -6,6 +6,7 @@
 //! **Architecture invariant:** `mesh-ebpf` knows nothing about Raft or the API; it is given
 //! backends and services and programs maps.
 
+mod bpffs;
 pub mod maglev;
 mod mesh;
 mod sys;
@@ -16,6 +17,7 @@ pub mod types;
 mod testns;
 
 pub use mesh::{pin_dir, Backend, Mesh, MeshError, NodeConfig, Proto, ServiceCounters, ServiceKey, PIN_LAYOUT_VERSION};
+pub use bpffs::ensure_bpffs;
 pub use tc::MeshStats;
 
 /// The VXLAN UDP port overlays use unless `swarm init --data-path-port` says otherwise.

@@ -130,6 +130,7 @@ impl Node {
         let mut slot = self.child();
         assert!(slot.is_none(), "{}: daemon already running", self.hostname);
         std::fs::create_dir_all(&self.data_root).expect("create data root");
+        let bpffs = self.ensure_bpffs();
         let mut log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open daemon log");
         let _ = writeln!(log, "--- netns-tests: starting `shoal daemon` in {} ---", self.ns);
         let log_err = log.try_clone().expect("clone log fd");
@@ -144,6 +145,8 @@ impl Node {
             .arg(&self.bin)
             .arg("--data-root")
             .arg(&self.data_root)
+            .arg("--bpffs")
+            .arg(&bpffs)
             .arg("-H")
             .arg(self.host_url())
             .args(&extra)
@@ -162,6 +165,22 @@ impl Node {
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().unwrap_or_else(|e| panic!("{}: cannot start daemon: {e}", self.hostname));
         *slot = Some(child);
+    }
+
+    /// The node's bpf filesystem, mounted in this (the host's) mount namespace so that the mesh's
+    /// pinned programs and links outlive a daemon killed with -9, whose own mount namespace
+    /// (`ip netns exec` makes one) dies with it. Lab teardown unmounts everything under the lab.
+    fn ensure_bpffs(&self) -> PathBuf {
+        let at = self.data_root.with_file_name("bpffs");
+        std::fs::create_dir_all(&at).expect("create bpffs dir");
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(at.to_string_lossy().as_ref()));
+        if !mounted {
+            crate::cmd::sh("mount", &["-t", "bpf", "bpf", &at.to_string_lossy()]).expect("mount a bpffs for the node");
+        }
+        at
     }
 
     /// The daemon slot. Poisoning is ignored: a test that panicked while holding it must still

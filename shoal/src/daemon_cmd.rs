@@ -26,6 +26,12 @@ pub struct DaemonArgs {
     /// Set the logging level ("debug"|"info"|"warn"|"error"), or a tracing filter
     #[arg(short = 'l', long = "log-level", value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
+    /// DNS server the tasks' embedded resolver forwards to (repeatable; default: the host's resolv.conf)
+    #[arg(long = "dns-upstream", value_name = "IP")]
+    pub dns_upstreams: Vec<std::net::IpAddr>,
+    /// A mounted bpf filesystem for the routing mesh's pins (default: /sys/fs/bpf)
+    #[arg(long = "bpffs", value_name = "DIR")]
+    pub bpffs: Option<PathBuf>,
 }
 
 /// Where the API listens.
@@ -57,7 +63,12 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     init_logging(&args.log_level)?;
     let listen: Vec<ListenAddr> = args.hosts.iter().map(|h| ListenAddr::parse(h)).collect::<Result<_, _>>()?;
 
-    let daemon = Daemon::start(DaemonConfig { data_root: args.data_root.clone() })
+    let config = DaemonConfig {
+        data_root: args.data_root.clone(),
+        dns_upstreams: args.dns_upstreams.clone(),
+        bpffs: args.bpffs.clone(),
+    };
+    let daemon = Daemon::start(config)
         .await
         .with_context(|| format!("failed to start the control plane in {}", args.data_root.display()))?;
     let engine = EngineFacts {
