@@ -19,7 +19,7 @@ use crate::objects::network::{
     VXLAN_ID_OPTION,
 };
 use crate::objects::service::{
-    Endpoint, EndpointMode, NetworkAttachmentConfig, PublishMode, Service, ServiceSpec, Task, TaskState, TaskStatus,
+    Endpoint, EndpointMode, NetworkAttachmentConfig, Service, ServiceSpec, Task, TaskState, TaskStatus,
     UpdateState, UpdateStatus, VirtualIp,
 };
 use crate::objects::{Node, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus, Swarm, SwarmSpec, Version};
@@ -711,15 +711,16 @@ fn network_not_found(key: &str) -> ApiError {
     ApiError::not_found(format!("network {key} not found"))
 }
 
-/// The networks a service's tasks join, in order: ingress when it publishes ingress-mode ports,
-/// then its own networks (stored as IDs). Networks that no longer exist are left out.
+/// The networks a service's tasks join, in order: ingress when it publishes ports, then its own
+/// networks (stored as IDs). Networks that no longer exist are left out. Host-mode ports join
+/// ingress too: the node's mesh answers them with its local tasks only, reached on that network.
 pub fn service_networks(
     networks: &BTreeMap<String, NetworkRecord>,
     targets: &[NetworkAttachmentConfig],
     endpoint: &Endpoint,
 ) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    if endpoint.ports.iter().any(|p| p.publish_mode == PublishMode::Ingress) {
+    if !endpoint.ports.is_empty() {
         if let Some(ingress) = networks.values().find(|r| r.network.ingress) {
             out.push(ingress.network.id.clone());
         }
@@ -1272,6 +1273,44 @@ mod network_tests {
         let rejected = sim.state.tasks.values().filter(|t| t.status.state == TaskState::Rejected).count();
         assert_eq!(rejected, 0);
         assert_eq!(sim.state.networks["net1"].pool.allocations().count(), 200);
+    }
+
+    #[test]
+    fn publishing_a_port_redeploys_tasks_onto_ingress_and_unpublishing_takes_them_off() {
+        let mut sim = initialized();
+        let id = sim.create(on_networks("web", &[], &[]));
+        sim.converge();
+        let live = |sim: &Sim| -> Vec<Vec<String>> {
+            sim.tasks_of(&id)
+                .iter()
+                .filter(|t| t.desired_state == TaskState::Running)
+                .map(|t| t.networks_attachments.iter().map(|a| a.network.id.clone()).collect())
+                .collect()
+        };
+        assert_eq!(live(&sim), vec![Vec::<String>::new()]);
+        // `service update --publish-add 8080:80`: the endpoint changes, the task template does not.
+        let ports = vec![PortConfig { target_port: 80, published_port: 8080, ..Default::default() }];
+        let endpoint = Endpoint {
+            spec: EndpointSpec { ports: ports.clone(), ..Default::default() },
+            ports,
+            virtual_ips: vec![],
+        };
+        let service = &sim.state.services[&id];
+        let (version, mut spec) = (service.version.index, service.spec.clone());
+        spec.endpoint_spec = Some(endpoint.spec.clone());
+        sim.apply(Command::UpdateService { id: id.clone(), version, spec: Box::new(spec.clone()), endpoint });
+        sim.converge();
+        assert_eq!(live(&sim), vec![vec!["ingressid".to_string()]]);
+        let version = sim.state.services[&id].version.index;
+        spec.endpoint_spec = None;
+        sim.apply(Command::UpdateService {
+            id: id.clone(),
+            version,
+            spec: Box::new(spec),
+            endpoint: Endpoint::default(),
+        });
+        sim.converge();
+        assert_eq!(live(&sim), vec![Vec::<String>::new()]);
     }
 
     #[test]

@@ -100,7 +100,9 @@ fn same_except_placement(a: &TaskSpec, b: &TaskSpec) -> bool {
 pub(crate) fn is_dirty(pass: &Pass<'_>, service: &Service, constraints: &[Constraint], task: &Task) -> bool {
     let template = &service.spec.task_template;
     if task.spec == *template {
-        return false;
+        // Same spec, but publishing ports (or no longer publishing any) changes the networks a
+        // task must be on: ingress joins or leaves, which only a new task can do.
+        return !on_wanted_networks(pass, service, task);
     }
     if same_except_placement(&task.spec, template) {
         if let Some(node) = pass.node(&task.node_id) {
@@ -108,6 +110,21 @@ pub(crate) fn is_dirty(pass: &Pass<'_>, service: &Service, constraints: &[Constr
         }
     }
     true
+}
+
+/// Whether the task is attached to exactly the networks the service's tasks join now.
+fn on_wanted_networks(pass: &Pass<'_>, service: &Service, task: &Task) -> bool {
+    if task.version.index == 0 {
+        // Made in this very pass: the store gives it its addresses when the plan commits.
+        return true;
+    }
+    let wanted = crate::state::service_networks(
+        &pass.state.networks,
+        &service.spec.task_template.networks,
+        &service.endpoint,
+    );
+    task.networks_attachments.len() == wanted.len()
+        && task.networks_attachments.iter().zip(&wanted).all(|(a, w)| a.network.id == *w)
 }
 
 /// A slot running more than one live task keeps one: the newest up-to-date task once it runs
