@@ -247,7 +247,12 @@ async fn reconcile(
                         let grace = stop_grace(task);
                         let events = events.clone();
                         let id = task.id.clone();
+                        let network = core.node_network_if_started().filter(|_| !task.networks_attachments.is_empty());
                         tokio::spawn(async move {
+                            // Out of every load balancer first, then SIGTERM.
+                            if let Some(network) = network {
+                                network.drain(&id).await;
+                            }
                             let exit = running.stop(grace).await;
                             let _ = events.send(Event::Exited(id, exit));
                         });

@@ -24,6 +24,11 @@ use crate::objects::service::{EndpointMode, Task, TaskState};
 
 /// How long a task start waits for the map to know the task's networks.
 const MAP_WAIT: Duration = Duration::from_secs(15);
+/// How long a stopping task waits for its own node to see it draining (the map long poll
+/// answers within milliseconds of the commit; this only bounds a partitioned node).
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+/// After this node saw the drain, the time allowed for every other node to apply the same map.
+const DRAIN_SETTLE: Duration = Duration::from_millis(300);
 
 pub struct NodeNetwork {
     node_id: String,
@@ -241,6 +246,18 @@ impl NodeNetwork {
             mesh.attach_task(&task.id, &veths)?;
         }
         Ok(())
+    }
+
+    /// Waits until the cluster sends no new flow to a task that is being shut down: this node's
+    /// map shows it draining (or gone), then a short settle for the other nodes, which got the
+    /// same map at about the same time. Only then may it get SIGTERM: a rolling update loses
+    /// no request that the load balancers would still have sent it.
+    pub async fn drain(&self, task_id: &str) {
+        let mut rx = self.map.subscribe();
+        let drained = |m: &Arc<NetworkMap>| m.endpoints.iter().filter(|e| e.task_id == task_id).all(|e| e.draining);
+        if tokio::time::timeout(DRAIN_WAIT, rx.wait_for(drained)).await.is_ok() {
+            tokio::time::sleep(DRAIN_SETTLE).await;
+        }
     }
 
     /// Unwires a task that exited: its interfaces, its resolver, its namespace.

@@ -63,6 +63,29 @@ struct Echo {
     opts: Options,
     task: String,
     node: String,
+    /// Set on SIGTERM: every HTTP response says `Connection: close` from then on.
+    draining: std::sync::atomic::AtomicBool,
+    /// Open HTTP connections; the server exits once they are all closed (or a bound passes).
+    open: tokio::sync::watch::Sender<usize>,
+}
+
+/// How long a draining server waits for its keep-alive clients to take their `Connection: close`.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Counts an open connection for as long as it lives.
+struct OpenConnection<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl<'a> OpenConnection<'a> {
+    fn new(open: &'a tokio::sync::watch::Sender<usize>) -> Self {
+        open.send_modify(|n| *n += 1);
+        OpenConnection(open)
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
 }
 
 impl Echo {
@@ -106,7 +129,8 @@ async fn serve(opts: Options) -> i32 {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let task = env("SHOAL_TASK_NAME").or_else(|| env("HOSTNAME")).unwrap_or_else(|| "shoal-echo".into());
     let node = env("SHOAL_NODE_NAME").unwrap_or_else(|| "unknown".into());
-    let echo = Arc::new(Echo { opts, task, node });
+    let (open, _) = tokio::sync::watch::channel(0usize);
+    let echo = Arc::new(Echo { opts, task, node, draining: false.into(), open });
     // Handlers first: as a task's PID 1 we only get the SIGTERM we handle.
     let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(t), Ok(i)) => (t, i),
@@ -139,8 +163,20 @@ async fn serve(opts: Options) -> i32 {
         println!("shoal-echo: signal received, exiting in {} ms", echo.opts.exit_delay.as_millis());
         tokio::time::sleep(echo.opts.exit_delay).await;
     }
+    drain(&echo).await;
     println!("shoal-echo: exiting");
     0
+}
+
+/// A graceful HTTP shutdown: keep-alive clients get `Connection: close` on their next request,
+/// so none of them sends a request into a connection we are closing; exit when all are closed.
+async fn drain(echo: &Echo) {
+    if !echo.opts.http {
+        return;
+    }
+    echo.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut open = echo.open.subscribe();
+    let _ = tokio::time::timeout(DRAIN_LIMIT, open.wait_for(|n| *n == 0)).await;
 }
 
 fn fail(message: &str) -> i32 {
@@ -231,6 +267,7 @@ fn parse_head(head: &str) -> Option<Request> {
 }
 
 async fn http_conn(mut stream: TcpStream, peer: SocketAddr, echo: &Echo) {
+    let _open = OpenConnection::new(&echo.open);
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 8192];
     loop {
@@ -266,7 +303,8 @@ async fn http_conn(mut stream: TcpStream, peer: SocketAddr, echo: &Echo) {
             (true, false) => ("500 Internal Server Error", "unhealthy\n".to_string()),
             (false, _) => ("200 OK", echo.line(peer)),
         };
-        let connection = if req.keep_alive { "keep-alive" } else { "close" };
+        let keep_alive = req.keep_alive && !echo.draining.load(std::sync::atomic::Ordering::SeqCst);
+        let connection = if keep_alive { "keep-alive" } else { "close" };
         let mut response = format!(
             "HTTP/1.1 {status}\r\nServer: shoal-echo\r\nContent-Type: text/plain; charset=utf-8\r\n\
              Content-Length: {}\r\nConnection: {connection}\r\n\r\n",
@@ -275,7 +313,7 @@ async fn http_conn(mut stream: TcpStream, peer: SocketAddr, echo: &Echo) {
         if req.method != "HEAD" {
             response.push_str(&body);
         }
-        if stream.write_all(response.as_bytes()).await.is_err() || !req.keep_alive {
+        if stream.write_all(response.as_bytes()).await.is_err() || !keep_alive {
             let _ = stream.shutdown().await;
             return;
         }
@@ -317,10 +355,44 @@ mod tests {
         assert_eq!(parse_head("garbage\r\n\r\n"), None);
     }
 
+    fn test_echo(opts: Options) -> Arc<Echo> {
+        let (open, _) = tokio::sync::watch::channel(0usize);
+        Arc::new(Echo { opts, task: "web.1.x".into(), node: "n1".into(), draining: false.into(), open })
+    }
+
+    async fn request(c: &mut TcpStream) -> String {
+        c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = c.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[tokio::test]
+    async fn draining_closes_keep_alive_connections_after_their_next_answer() {
+        let echo = test_echo(Options { http: true, ..Options::default() });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(accept_loop(listener, echo.clone()));
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        assert!(request(&mut c).await.contains("Connection: keep-alive\r\n"));
+        let drained = tokio::spawn({
+            let echo = echo.clone();
+            async move { drain(&echo).await }
+        });
+        // The open connection keeps the server from exiting until it got its `close`.
+        tokio::task::yield_now().await;
+        assert!(!drained.is_finished());
+        let answer = request(&mut c).await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.contains("Connection: close\r\n"), "{answer}");
+        let mut rest = Vec::new();
+        assert_eq!(c.read_to_end(&mut rest).await.unwrap(), 0, "the server closes after the answer");
+        tokio::time::timeout(Duration::from_secs(2), drained).await.expect("drain ends once all are closed").unwrap();
+    }
+
     #[tokio::test]
     async fn http_keep_alive_and_health() {
         let opts = Options { http: true, ..Options::default() };
-        let echo = Arc::new(Echo { opts, task: "web.1.x".into(), node: "n1".into() });
+        let echo = test_echo(opts);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(accept_loop(listener, echo));
