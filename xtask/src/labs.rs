@@ -126,34 +126,74 @@ pub fn demo_up() -> anyhow::Result<()> {
     let (nodes, summary) = DEMO.create(3, |lab| {
         lab.form_swarm(1, &[]);
         let node_ls = lab.node(1).shoal(&["node", "ls"]).assert_ok().stdout.clone();
-        let create = ["create", "-d", "--name", "web", "--replicas", "3", "-p", "8080:80", "shoal/echo", "--http"];
-        let id = lab.node(1).service(&create).assert_ok().stdout.trim().to_string();
-        let tasks = lab.wait_converged(1, "web", 3);
-        let ls = lab.node(1).service(&["ls"]).assert_ok().stdout.clone();
-        let ps = lab.node(1).service(&["ps", "web"]).assert_ok().stdout.clone();
-        let pid = tasks[0].pid.to_string();
-        let curl = ["-t", &pid, "-n", "curl", "-s", "http://127.0.0.1:80/"];
-        let out = netns_tests::cmd::run_timeout(Command::new("nsenter").args(curl), Duration::from_secs(30));
-        let answer = out.assert_ok().stdout.trim().to_string();
+        let n1 = lab.node(1);
+        let net = n1.shoal(&["network", "create", "-d", "overlay", "appnet"]).assert_ok().stdout.trim().to_string();
+        // Two replicas on the workers: node1 runs none, and still answers port 8080.
+        let create = [
+            "create", "-d", "--name", "web", "--replicas", "2", "--constraint", "node.role==worker", "--network",
+            "appnet", "-p", "8080:80", "shoal/echo", "--http",
+        ];
+        let id = n1.service(&create).assert_ok().stdout.trim().to_string();
+        lab.wait_converged(1, "web", 2);
+        // A client on the same network that finds `web` by name, as Docker's embedded DNS allows.
+        let client = [
+            "create", "-d", "--name", "client", "--network", "appnet", "debian", "sh", "-c", CLIENT_SCRIPT,
+        ];
+        n1.service(&client).assert_ok();
+        lab.wait_converged(1, "client", 1);
+        let ls = n1.service(&["ls"]).assert_ok().stdout.clone();
+        let ps = n1.service(&["ps", "web"]).assert_ok().stdout.clone();
+        let networks = n1.shoal(&["network", "ls"]).assert_ok().stdout.clone();
+        let resolved = netns_tests::poll_until(Duration::from_secs(30), "the client's first lookups", || {
+            let logs = n1.service(&["logs", "--raw", "client"]).stdout.clone();
+            let block: Vec<&str> = logs.lines().take_while(|l| !l.starts_with("--")).collect();
+            (block.len() >= 3 && block.iter().any(|l| l.contains("on node"))).then(|| block.join("\n"))
+        });
+        // An outside client: an address on the lab's own bridge, outside every node.
+        let lab_ns = lab.lab_ns().to_string();
+        let _ = netns_tests::cmd::sh("ip", &["netns", "exec", &lab_ns, "ip", "addr", "add", "198.19.0.1/15", "dev", "br0"]);
+        let mut curls = String::new();
+        for i in 1..=3 {
+            let url = format!("http://{}:8080/", netns_tests::lab::node_addr(i));
+            for _ in 0..2 {
+                let out = netns_tests::cmd::run_timeout(
+                    Command::new("ip").args(["netns", "exec", &lab_ns, "curl", "-s", "-m", "5", &url]),
+                    Duration::from_secs(10),
+                );
+                curls.push_str(&format!("$ curl -s {url}\n{}", out.assert_ok().stdout));
+            }
+        }
         format!(
             "$ shoal node ls    # on node1\n{node_ls}\n\
-             $ shoal service create -d --name web --replicas 3 -p 8080:80 shoal/echo --http\n{id}\n\n\
+             $ shoal network create -d overlay appnet\n{net}\n\n$ shoal network ls\n{networks}\n\
+             $ shoal service create -d --name web --replicas 2 --constraint node.role==worker \\\n    \
+             --network appnet -p 8080:80 shoal/echo --http\n{id}\n\n\
              $ shoal service ls\n{ls}\n$ shoal service ps web\n{ps}\n\
-             Each task is a process tree in its own network, mount, UTS and PID namespaces on its node;\n\
-             `Status.ContainerStatus.PID` in `GET /tasks/<id>` is its PID 1, so from this machine:\n\n\
-             $ nsenter -t {pid} -n curl -s http://127.0.0.1:80/\n{answer}\n\n\
-             (The routing mesh, port 8080 on every node, arrives with a later issue: today the port is\n\
-             recorded in the service but nothing listens on it, and a task has only `lo`.)\n"
+             The service `client` (same network) looks `web` up through the embedded DNS at 127.0.0.11\n\
+             and calls it by name (`shoal service logs --raw client`):\n{resolved}\n\n\
+             Port 8080 answers on every node, node1 included although it runs no task; the task sees\n\
+             the real client address (198.19.0.1, an address in the lab namespace), not a node's:\n\n{curls}"
         )
     })?;
     println!("\nShoal demo: a swarm of 3 nodes (node1 manager, node2 and node3 workers), each a network");
-    println!("namespace running its own `shoal daemon`, and a service of 3 `shoal/echo` tasks.\n");
+    println!("namespace running its own `shoal daemon`; an overlay network `appnet`; `web` (2 shoal/echo");
+    println!("tasks, port 8080 published through the routing mesh) and `client` on it.\n");
     println!("{summary}");
     print_access(&DEMO, &nodes, |i| if i == 1 { "service ps web" } else { "info    # a worker" });
-    println!("\nImages other than shoal/echo run their command from this machine's filesystem; real OCI");
-    println!("images, overlay networks and the routing mesh come in later steps.");
+    println!("\nAn outside client (the lab namespace, 198.19.0.1):");
+    println!("  ip netns exec {}-lab curl -s http://198.18.0.1:8080/", DEMO.prefix);
+    println!("\nImages other than shoal/echo run their command from this machine's filesystem (`debian`");
+    println!("above is only a name: `sh`, `getent` and `curl` are this machine's).");
     Ok(())
 }
+
+/// What the demo's `client` task runs: resolve `web` (the VIP) and `tasks.web` (every task), then
+/// call `web` by name, every 5 s.
+const CLIENT_SCRIPT: &str = "while true; do \
+    echo \"web       -> $(getent hosts web | cut -d' ' -f1)   (the service VIP)\"; \
+    echo \"tasks.web -> $(getent ahostsv4 tasks.web | cut -d' ' -f1 | sort -u | tr '\\n' ' ')  (every task)\"; \
+    echo \"curl http://web/ -> $(curl -s -m 2 http://web/)\"; \
+    echo --; sleep 5; done";
 
 /// `cargo xtask demo --down`.
 pub fn demo_down() -> anyhow::Result<()> {
