@@ -38,6 +38,7 @@ pub const LAB: &[Tool] = &[
     Tool { command: "dig", package: "dnsutils", why: "DNS queries from inside tasks" },
     Tool { command: "iperf3", package: "iperf3", why: "overlay throughput tests and benchmarks" },
     Tool { command: "nc", package: "netcat-openbsd", why: "TCP/UDP probes between tasks" },
+    Tool { command: "dnsmasq", package: "dnsmasq-base", why: "the test upstream resolver of the DNS tests" },
 ];
 
 /// Finds `command` on PATH or in the sbin directories a non-root PATH often lacks; an absolute
