@@ -916,13 +916,18 @@ impl Capture {
         }
         let out = self.out.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
         let err = self.err.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
-        let count =
-            |what: &str| err.lines().find_map(|l| l.strip_suffix(what).and_then(|n| n.trim().parse::<u64>().ok()));
+        // tcpdump says "1 packet captured" but "0 packets captured".
+        let count = |what: &str| {
+            let plural = what.replacen("packet", "packets", 1);
+            err.lines().find_map(|l| {
+                l.strip_suffix(&plural).or_else(|| l.strip_suffix(what)).and_then(|n| n.trim().parse::<u64>().ok())
+            })
+        };
         let packets =
-            count(" packets captured").unwrap_or_else(|| panic!("{}: no packet count from tcpdump:\n{err}", self.what));
+            count(" packet captured").unwrap_or_else(|| panic!("{}: no packet count from tcpdump:\n{err}", self.what));
         Captured {
             packets,
-            dropped: count(" packets dropped by kernel").unwrap_or(0),
+            dropped: count(" packet dropped by kernel").unwrap_or(0),
             lines: out.lines().map(str::to_string).collect(),
         }
     }
