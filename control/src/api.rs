@@ -108,3 +108,126 @@ pub trait NetworkApi: Send + Sync + 'static {
     /// `DELETE /networks/{id}`: refused with Docker's message while a service or task uses it.
     async fn remove_network(&self, key: &str) -> ApiResult<()>;
 }
+
+/// The node's eBPF load balancer (`GET /shoal/mesh`, Shoal's own path): like `ipvsadm`, each
+/// node answers for itself, since counters live in that node's maps.
+#[async_trait]
+pub trait MeshApi: Send + Sync + 'static {
+    /// This node's programmed services, their backends and counters. A node whose mesh is not
+    /// loaded answers an empty table with a [`MeshTable::note`], not an error.
+    async fn mesh_table(&self) -> ApiResult<MeshTable>;
+}
+
+/// The scheduler every mesh service uses (shown as ipvsadm shows its scheduler).
+pub const MESH_SCHEDULER: &str = "maglev";
+
+/// One node's load-balancer table, as `GET /shoal/mesh` serves it (Engine API style names).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MeshTable {
+    /// The node the table was read on.
+    #[serde(rename = "NodeID")]
+    pub node_id: String,
+    /// Why the table is empty when this node has no mesh to read.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+    pub services: Vec<MeshService>,
+    /// Node-wide counters of the routing mesh; `None` when no mesh is loaded.
+    #[serde(default)]
+    pub stats: Option<MeshNodeStats>,
+}
+
+/// How clients reach a mesh service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MeshKind {
+    /// A published port of the routing mesh (`mode=ingress`), on every node's address.
+    Published,
+    /// A `mode=host` published port: this node's address, only this node's tasks.
+    Host,
+    /// A service VIP on an overlay, every port, reached east-west from tasks.
+    Vip,
+}
+
+/// Whether a backend gets new flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MeshBackendState {
+    Active,
+    /// Shutting down: keeps its flows, gets no new ones.
+    Draining,
+    /// Still in the maps but gone from the network map; the next programming removes it.
+    Stale,
+}
+
+/// One programmed service key.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MeshService {
+    /// Empty when the network map no longer knows the key (left by a previous agent).
+    #[serde(rename = "ServiceID")]
+    pub service_id: String,
+    pub service_name: String,
+    pub kind: MeshKind,
+    /// Name of the network the backends are on (the ingress network for published ports).
+    pub network: String,
+    /// The VIP, or this node's address for published ports.
+    pub address: std::net::Ipv4Addr,
+    /// 0: every port (a VIP), the client's port kept.
+    pub port: u16,
+    pub protocol: crate::objects::service::PortProtocol,
+    pub scheduler: String,
+    pub counters: MeshCounters,
+    pub backends: Vec<MeshBackend>,
+}
+
+/// One task behind a mesh service.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MeshBackend {
+    /// Empty when the network map no longer knows the address.
+    #[serde(rename = "TaskID")]
+    pub task_id: String,
+    pub task_name: String,
+    pub address: std::net::Ipv4Addr,
+    /// 0: the client's port.
+    pub port: u16,
+    #[serde(rename = "NodeID")]
+    pub node_id: String,
+    /// The node's hostname.
+    pub node: String,
+    pub state: MeshBackendState,
+    pub counters: MeshCounters,
+}
+
+/// Counters of a service or backend since it was programmed, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MeshCounters {
+    pub new_flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    /// New flows dropped because the service had no active backend.
+    pub dropped_no_backend: u64,
+}
+
+/// What the routing mesh did beyond translating packets (`mesh_ebpf::MeshStats`, which has no
+/// serde: the data plane knows nothing about the API). Drops carry their reason in the name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MeshNodeStats {
+    pub new_flows: u64,
+    pub replies_translated: u64,
+    pub fragments_passed: u64,
+    pub truncated_passed: u64,
+    #[serde(rename = "IPOptions")]
+    pub ip_options: u64,
+    pub dropped_no_backend: u64,
+    pub dropped_rewrite_failed: u64,
+    pub dropped_return_conflict: u64,
+    #[serde(rename = "ICMPErrorsTranslated")]
+    pub icmp_errors_translated: u64,
+    #[serde(rename = "ICMPErrorsUntracked")]
+    pub icmp_errors_untracked: u64,
+    pub return_path_takeovers: u64,
+}

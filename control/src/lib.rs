@@ -21,6 +21,7 @@ mod lifecycle;
 mod logs;
 mod network_api;
 pub mod manager;
+mod mesh_api;
 pub mod netmap;
 pub mod node_mesh;
 pub mod node_network;

@@ -87,6 +87,11 @@ impl NodeNetwork {
         })
     }
 
+    /// The node's load balancer, once loaded.
+    pub fn mesh_if_loaded(&self) -> Option<Arc<crate::node_mesh::NodeMesh>> {
+        self.mesh.get().cloned()
+    }
+
     pub fn map(&self) -> Arc<NetworkMap> {
         self.map.borrow().clone()
     }

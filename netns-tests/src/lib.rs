@@ -25,6 +25,7 @@ pub mod cmd;
 pub mod dns;
 pub mod http;
 pub mod lab;
+pub mod mesh;
 pub mod netns;
 pub mod node;
 pub mod overlay;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use control::api::MeshApi;
 use control::daemon::{Daemon, DaemonConfig};
 use control::{LogsApi, NetworkApi, ServiceApi, SwarmApi};
 use tokio::sync::watch;
@@ -80,7 +81,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let services: Arc<dyn ServiceApi> = daemon.clone();
     let logs: Arc<dyn LogsApi> = daemon.clone();
     let networks: Arc<dyn NetworkApi> = daemon.clone();
-    let router = api::router(api, services, logs, networks, engine);
+    let mesh: Arc<dyn MeshApi> = daemon.clone();
+    let router = api::router(api, services, logs, networks, mesh, engine);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();

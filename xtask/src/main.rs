@@ -9,6 +9,8 @@
 //!   replacement, the in-process orchestrator at 100,000 tasks; written to docs/benchmarks.md.
 //! - `bench overlay [--debug]`: iperf3 (1 and 4 streams) and request/response rate between tasks
 //!   over VXLAN against the bare underlay; written to docs/benchmarks.md.
+//! - `bench mesh [--debug]`: the routing mesh against direct, nftables DNAT and HAProxy (requests
+//!   per second, new connections, p50/p99, iperf3, CPU); written to docs/benchmarks.md.
 //!
 //! Each command first checks the system tools it needs and, when root on Debian, installs the
 //! missing ones with apt; otherwise it stops with the exact command to run.
@@ -37,6 +39,8 @@ usage: cargo xtask <command>
   bench overlay [--debug]
                         iperf3 (1 and 4 streams) and request/response rate between tasks on two
                         nodes over VXLAN against the bare underlay, with ratios
+  bench mesh [--debug]  the routing mesh against direct, nftables DNAT (kube-proxy style) and
+                        HAProxy: keep-alive and new-connection rates, p50/p99, iperf3, CPU
 ";
 
 fn main() {
@@ -62,6 +66,8 @@ fn run() -> anyhow::Result<()> {
         ["bench", "services", "--debug"] => bench::services(true),
         ["bench", "overlay"] => bench::overlay(false),
         ["bench", "overlay", "--debug"] => bench::overlay(true),
+        ["bench", "mesh"] => bench::mesh(false),
+        ["bench", "mesh", "--debug"] => bench::mesh(true),
         [] | ["help"] | ["-h"] | ["--help"] => {
             print!("{USAGE}");
             Ok(())

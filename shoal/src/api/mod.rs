@@ -2,7 +2,8 @@
 //!
 //! Routes are a thin translation of paths, query strings and status codes onto
 //! [`control::SwarmApi`] (swarm, nodes), [`control::ServiceApi`] (services, tasks) and
-//! [`control::NetworkApi`] (networks); the JSON shapes come from `control::objects` unchanged.
+//! [`control::NetworkApi`] (networks), plus Shoal's own `/shoal/mesh` onto
+//! [`control::api::MeshApi`]; the JSON shapes come from `control::objects` unchanged.
 //! Everything here is generic over those traits (`Arc<dyn …>`) so the router can be driven
 //! in-process against fakes.
 //!
@@ -12,6 +13,7 @@
 mod errors;
 mod filters;
 pub(crate) mod logs;
+mod mesh;
 mod networks;
 mod nodes;
 mod services;
@@ -32,6 +34,7 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
+use control::api::MeshApi;
 use control::{LogsApi, NetworkApi, ServiceApi, SwarmApi};
 use mesh_agent::host::HostFacts;
 use tower::Layer;
@@ -56,6 +59,7 @@ pub struct AppState {
     pub services: Arc<dyn ServiceApi>,
     pub logs: Arc<dyn LogsApi>,
     pub networks: Arc<dyn NetworkApi>,
+    pub mesh: Arc<dyn MeshApi>,
     pub engine: Arc<EngineFacts>,
 }
 
@@ -65,9 +69,10 @@ pub fn router(
     services: Arc<dyn ServiceApi>,
     logs: Arc<dyn LogsApi>,
     networks: Arc<dyn NetworkApi>,
+    mesh: Arc<dyn MeshApi>,
     engine: EngineFacts,
 ) -> Router {
-    let state = AppState { api, services, logs, networks, engine: Arc::new(engine) };
+    let state = AppState { api, services, logs, networks, mesh, engine: Arc::new(engine) };
     let routes = Router::new()
         // A GET route also answers HEAD (axum drops the body), as dockerd does for /_ping.
         .route("/_ping", get(system::ping))
@@ -96,6 +101,7 @@ pub fn router(
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::inspect))
         .route("/distribution/{*image}", get(services::distribution))
+        .route("/shoal/mesh", get(mesh::table))
         .fallback(errors::page_not_found)
         .method_not_allowed_fallback(errors::page_not_found)
         .with_state(state);

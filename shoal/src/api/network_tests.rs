@@ -120,7 +120,8 @@ async fn call(fake: &Arc<FakeNetworks>, method: Method, uri: &str, body: &str) -
     services.services.lock().unwrap()[0].spec.task_template.networks =
         vec![NetworkAttachmentConfig { target: "appnetid0002".into(), ..Default::default() }];
     let engine = super::tests::engine_fixture("alpha");
-    let app = router(services.clone(), services, Arc::new(super::logs::tests::FakeLogs), fake.clone(), engine);
+    let mesh = Arc::new(super::mesh::tests::FakeMesh::default());
+    let app = router(services.clone(), services, Arc::new(super::logs::tests::FakeLogs), fake.clone(), mesh, engine);
     let req = Request::builder().method(method).uri(uri).body(Body::from(body.to_string())).unwrap();
     let resp = app.oneshot(req).await.unwrap();
     let status = resp.status();

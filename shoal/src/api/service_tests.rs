@@ -212,7 +212,8 @@ struct Answer {
 async fn call(fake: &Arc<FakeServices>, method: Method, uri: &str, body: &str) -> Answer {
     let engine = super::tests::engine_fixture("alpha");
     let networks = Arc::new(super::network_tests::FakeNetworks::default());
-    let app = router(fake.clone(), fake.clone(), Arc::new(super::logs::tests::FakeLogs), networks, engine);
+    let mesh = Arc::new(super::mesh::tests::FakeMesh::default());
+    let app = router(fake.clone(), fake.clone(), Arc::new(super::logs::tests::FakeLogs), networks, mesh, engine);
     let req = Request::builder()
         .method(method)
         .uri(uri)

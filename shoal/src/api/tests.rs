@@ -145,6 +145,7 @@ fn app(fake: &Arc<Fake>) -> Router {
         Arc::new(super::service_tests::FakeServices::default()),
         Arc::new(super::logs::tests::FakeLogs),
         Arc::new(super::network_tests::FakeNetworks::default()),
+        Arc::new(super::mesh::tests::FakeMesh::default()),
         engine,
     )
 }

@@ -1,11 +1,13 @@
 //! The `shoal` command line: docker's `swarm`, `node`, `service` and `network` commands (same flags,
-//! output and messages, with `shoal` in place of `docker`), plus `info` and `version`.
+//! output and messages, with `shoal` in place of `docker`), plus `info`, `version` and Shoal's own
+//! `mesh` (the node's load-balancer table).
 //!
 //! Commands talk to a daemon through [`crate::client::Client`]; everything they print is built
 //! by pure functions in [`format`] and [`pretty`] so it can be tested without a daemon.
 
 pub(crate) mod duration;
 mod format;
+mod mesh;
 mod network;
 mod node;
 mod pretty;
@@ -52,6 +54,8 @@ pub enum Command {
     /// Manage networks
     #[command(subcommand)]
     Network(network::NetworkCommand),
+    /// Show this node's load balancer: services, backends and counters
+    Mesh(mesh::MeshArgs),
     /// Display system-wide information
     Info,
     /// Show the Shoal version information
@@ -86,6 +90,7 @@ pub async fn run(host: &str, command: Command) -> anyhow::Result<()> {
         Command::Node(cmd) => node::run(&client, cmd, &mut out).await,
         Command::Service(cmd) => service::run(&client, cmd, &mut out).await,
         Command::Network(cmd) => network::run(&client, cmd, &mut out).await,
+        Command::Mesh(args) => mesh::run(&client, args, &mut out).await,
         Command::Info => {
             let info: Value = client.get("/info").await?;
             out.write_all(pretty::info_text(&info).as_bytes())?;

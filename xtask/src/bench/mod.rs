@@ -6,7 +6,9 @@
 //!   the in-process orchestrator at 1,000 nodes and 100,000 tasks.
 //! - [`overlay`]: iperf3 and request/response rate between tasks over VXLAN against the bare
 //!   underlay.
+//! - [`mesh`]: the routing mesh against direct, nftables DNAT and HAProxy.
 
+mod mesh;
 mod overlay;
 mod raft;
 mod services;
@@ -16,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+pub use mesh::mesh;
 pub use overlay::overlay;
 pub use raft::raft;
 pub use services::services;

@@ -1,5 +1,6 @@
 //! `shoal service inspect [--pretty]`: JSON with the daemon's defaults filled in
-//! (`insertDefaults=true`, as docker asks), or docker's human template, tabs included.
+//! (`insertDefaults=true`, as docker asks), or docker's human template, tabs included. `--pretty`
+//! ends with Shoal's `Mesh (this node):` block when the daemon serves its load-balancer table.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -7,6 +8,7 @@ use std::io::Write;
 use anyhow::bail;
 use chrono::{DateTime, Utc};
 use clap::Args;
+use control::api::MeshTable;
 use control::objects::service::{Service, UpdateConfig, UpdateState};
 
 use crate::cli::duration::human_duration;
@@ -42,10 +44,12 @@ pub async fn run(client: &Client, args: InspectArgs, out: &mut dyn Write) -> any
     if format == "pretty" {
         // docker stops at the first service it cannot show.
         let mut text = String::new();
+        // Extra information: a daemon without the table (or failing to read it) just omits it.
+        let mesh: Option<MeshTable> = client.get(crate::cli::mesh::MESH_PATH).await.ok();
         for name in &args.services {
             let service = get(client, name).await?;
             let network_names = super::networks::network_names(client, &service.spec).await;
-            text.push_str(&pretty_service(&service, Utc::now(), &network_names));
+            text.push_str(&pretty_service(&service, Utc::now(), &network_names, mesh.as_ref()));
         }
         out.write_all(text.as_bytes())?;
         return Ok(());
@@ -54,8 +58,14 @@ pub async fn run(client: &Client, args: InspectArgs, out: &mut dyn Write) -> any
 }
 
 /// docker's `serviceInspectPrettyTemplate` for one service, followed by the blank line
-/// docker's formatter adds. `network_names` maps network targets (IDs) to the names shown.
-pub fn pretty_service(service: &Service, now: DateTime<Utc>, network_names: &HashMap<String, String>) -> String {
+/// docker's formatter adds. `network_names` maps network targets (IDs) to the names shown;
+/// `mesh`, this node's load-balancer table, adds the service's `Mesh (this node):` block.
+pub fn pretty_service(
+    service: &Service,
+    now: DateTime<Utc>,
+    network_names: &HashMap<String, String>,
+    mesh: Option<&MeshTable>,
+) -> String {
     let spec = &service.spec;
     let task = &spec.task_template;
     let c = &task.container_spec;
@@ -175,6 +185,9 @@ pub fn pretty_service(service: &Service, now: DateTime<Utc>, network_names: &Has
             o.push(' ');
         }
     }
+    if let Some(table) = mesh {
+        o.push_str(&crate::cli::mesh::pretty_block(table, &service.id));
+    }
     o.push_str("\n\n");
     o
 }
@@ -235,7 +248,7 @@ mod tests {
             Endpoint Mode:\tvip\n\
             Ports:\n PublishedPort = 30000\n  Protocol = tcp\n  TargetPort = 5000\n  PublishMode = ingress \n\
             Healthcheck:\n  Interval = 4ns\n  Retries = 3\n  StartPeriod =\t2ns\n  Timeout =\t1ns\n  Tests:\n\t Test = CMD-SHELL\n\t Test = curl \n\n";
-        assert_eq!(pretty_service(&s, now(), &HashMap::new()), want.replace("\nHealthcheck:", "\n Healthcheck:"));
+        assert_eq!(pretty_service(&s, now(), &HashMap::new(), None), want.replace("\nHealthcheck:", "\n Healthcheck:"));
     }
 
     #[test]
@@ -246,7 +259,7 @@ mod tests {
         s.spec.task_template.networks =
             ["netid1", "netid2"].map(|t| NetworkAttachmentConfig { target: t.into(), ..Default::default() }).into();
         let names = HashMap::from([("netid1".to_string(), "appnet".to_string())]);
-        let text = pretty_service(&s, now(), &names);
+        let text = pretty_service(&s, now(), &names, None);
         assert!(text.contains("\nNetworks: appnet netid2 \nEndpoint Mode:"), "{text:?}");
     }
 
@@ -255,8 +268,36 @@ mod tests {
         let mut s = service("abc", "mon", None, 1, &[]);
         s.spec.endpoint_spec = None;
         assert_eq!(
-            pretty_service(&s, now(), &HashMap::new()),
+            pretty_service(&s, now(), &HashMap::new(), None),
             "\nID:\t\tabc\nName:\t\tmon\nService Mode:\tGlobal\nPlacement:\nContainerSpec:\n Image:\t\tshoal/echo:latest\nEndpoint Mode:\t\n\n"
+        );
+    }
+
+    #[test]
+    fn pretty_ends_with_the_mesh_block_of_this_service() {
+        use control::api::{MeshCounters, MeshKind, MeshService};
+        use control::objects::service::PortProtocol;
+        let s = service("abc", "web", Some(1), 1, &[]);
+        let entry = |id: &str| MeshService {
+            service_id: id.into(),
+            service_name: "x".into(),
+            kind: MeshKind::Vip,
+            network: "app".into(),
+            address: "10.0.1.2".parse().unwrap(),
+            port: 0,
+            protocol: PortProtocol::Tcp,
+            scheduler: "maglev".into(),
+            counters: MeshCounters { new_flows: 3, ..Default::default() },
+            backends: Vec::new(),
+        };
+        let table = MeshTable { services: vec![entry("other"), entry("abc")], ..Default::default() };
+        let text = pretty_service(&s, now(), &HashMap::new(), Some(&table));
+        assert!(text.ends_with("\nEndpoint Mode:\tvip\nMesh (this node):\n KIND   ADDRESS      PROTO   SCHED    CONNS   PACKETS   BYTES   DROPS\n   -> TASK   ADDRESS   NODE   STATE   CONNS   PACKETS   BYTES\n vip    10.0.1.2:*   tcp     maglev   3       0         0B      0\n\n"), "{text:?}");
+        // A service this node programs nothing for reads exactly as without a table.
+        let other = MeshTable { services: vec![entry("other")], ..Default::default() };
+        assert_eq!(
+            pretty_service(&s, now(), &HashMap::new(), Some(&other)),
+            pretty_service(&s, now(), &HashMap::new(), None)
         );
     }
 }
