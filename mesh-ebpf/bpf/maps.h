@@ -85,6 +85,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } return_macs SEC(".maps");
 
+/* Routed UDP flows on this node's tasks: (0, client, task port, client port, UDP) -> the task's
+ * ingress address the request was sent to. An unconnected UDP server answers with sendto() and
+ * no source address, so the kernel would pick the source by the default route (the NAT gateway)
+ * and the reply would never meet the entry node; cgroup/sendmsg4 sets the source from here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SHOAL_MAX_CT);
+	__type(key, struct ct_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} reply_sources SEC(".maps");
+
 /* Per-CPU counters of the routing mesh, indexed by SHOAL_STAT_*. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -6,6 +6,7 @@
 #include <linux/bpf.h>
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "lb.h"
 
 #define AF_INET 2
@@ -68,12 +69,37 @@ int shoal_connect4(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
+/* A reply of an unconnected UDP server to a routing-mesh client: send it from the address the
+ * request came to (the task's ingress address), so the task's policy route takes it back
+ * through the ingress bridge to the entry node, as a connected socket's would. */
+static __always_inline void reply_from_request_address(struct bpf_sock_addr *ctx)
+{
+	if (ctx->msg_src_ip4)
+		return;
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk)
+		return;
+	struct ct_key key = {
+		.daddr = ctx->user_ip4,
+		.sport = bpf_htons((__u16)sk->src_port),
+		.dport = (__u16)ctx->user_port,
+		.proto = IPPROTO_UDP,
+	};
+	__u32 *addr = bpf_map_lookup_elem(&reply_sources, &key);
+	if (addr)
+		ctx->msg_src_ip4 = *addr;
+}
+
 SEC("cgroup/sendmsg4")
 int shoal_sendmsg4(struct bpf_sock_addr *ctx)
 {
 	if (ctx->user_family != AF_INET || ctx->protocol != IPPROTO_UDP)
 		return 1;
-	return translate(ctx, IPPROTO_UDP, 1);
+	__u32 before = ctx->user_ip4;
+	translate(ctx, IPPROTO_UDP, 1);
+	if (ctx->user_ip4 == before)
+		reply_from_request_address(ctx);
+	return 1;
 }
 
 SEC("cgroup/recvmsg4")

@@ -37,6 +37,21 @@ static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
 	return x.hi == y.hi && x.lo == y.lo;
 }
 
+/* UDP only: a TCP reply leaves from its connected socket's address, which is the task's. */
+static __always_inline void remember_reply_source(const struct pkt *p)
+{
+	if (p->key.proto != IPPROTO_UDP)
+		return;
+	struct ct_key sk = {
+		.daddr = p->key.saddr,
+		.sport = p->key.dport,
+		.dport = p->key.sport,
+		.proto = IPPROTO_UDP,
+	};
+	__u32 addr = p->key.daddr;
+	bpf_map_update_elem(&reply_sources, &sk, &addr, BPF_ANY);
+}
+
 SEC("classifier")
 int shoal_task_egress(struct __sk_buff *skb)
 {
@@ -65,6 +80,7 @@ int shoal_task_egress(struct __sk_buff *skb)
 	struct return_mac rm = { .last_seen_ns = now };
 	__builtin_memcpy(rm.mac, src_mac, ETH_ALEN);
 	bpf_map_update_elem(&return_macs, &rk, &rm, BPF_ANY);
+	remember_reply_source(&p);
 	return TC_ACT_UNSPEC;
 }
 
