@@ -39,6 +39,7 @@ usage: cargo xtask <command>
   bench overlay [--debug]
                         iperf3 (1 and 4 streams) and request/response rate between tasks on two
                         nodes over VXLAN against the bare underlay, with ratios
+  bench dns [--debug]   the embedded DNS against dnsmasq (dnsperf); writes docs/benchmarks.md
   bench mesh [--debug]  the routing mesh against direct, nftables DNAT (kube-proxy style) and
                         HAProxy: keep-alive and new-connection rates, p50/p99, iperf3, CPU
 ";
@@ -66,6 +67,8 @@ fn run() -> anyhow::Result<()> {
         ["bench", "services", "--debug"] => bench::services(true),
         ["bench", "overlay"] => bench::overlay(false),
         ["bench", "overlay", "--debug"] => bench::overlay(true),
+        ["bench", "dns"] => bench::dns(false),
+        ["bench", "dns", "--debug"] => bench::dns(true),
         ["bench", "mesh"] => bench::mesh(false),
         ["bench", "mesh", "--debug"] => bench::mesh(true),
         [] | ["help"] | ["-h"] | ["--help"] => {

@@ -7,7 +7,10 @@
 //! - [`overlay`]: iperf3 and request/response rate between tasks over VXLAN against the bare
 //!   underlay.
 //! - [`mesh`]: the routing mesh against direct, nftables DNAT and HAProxy.
+//! - [`dns`]: the embedded resolver against dnsmasq (dnsperf throughput, p99 latency loaded and
+//!   unloaded).
 
+mod dns;
 mod mesh;
 mod overlay;
 mod raft;
@@ -18,6 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+pub use dns::run as dns;
 pub use mesh::mesh;
 pub use overlay::overlay;
 pub use raft::raft;
