@@ -26,21 +26,28 @@ fn pinned_links(node: &Node) -> BTreeSet<String> {
     links
 }
 
-/// `bpftool net show` lines naming a tcx attachment in the node's namespace (interface, direction,
-/// program name and id).
-fn tcx_programs(node: &Node) -> Vec<String> {
-    let out = Netns::node(node).cmd(&["bpftool", "net", "show"]);
-    out.assert_ok();
-    let mut lines: Vec<String> = Vec::new();
-    let mut section = String::new();
-    for line in out.stdout.lines() {
-        if line.ends_with(':') && !line.starts_with(' ') {
-            section = line.trim_end_matches(':').to_string();
-        } else if !line.trim().is_empty() && (section == "tc" || section == "tcx") && line.contains("tcx") {
-            lines.push(line.trim().to_string());
-        }
-    }
-    lines
+/// The kernel IDs of the node's pinned links (`bpftool link show pinned`): an agent that
+/// adopts its links keeps them; one that attached again would make new ones.
+fn pinned_link_ids(node: &Node) -> BTreeSet<u64> {
+    let root: PathBuf = node.data_root().with_file_name("bpffs").join("shoal").join(node.node_id());
+    pinned_links(node)
+        .iter()
+        .map(|rel| {
+            let (layout, name) = rel.split_once('/').expect("layout/name");
+            let path = root.join(layout).join("links").join(name);
+            let out = Netns::node(node).cmd(&["bpftool", "link", "show", "pinned", &path.to_string_lossy(), "-j"]);
+            out.assert_ok();
+            let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("bpftool json");
+            v["id"].as_u64().expect("link id")
+        })
+        .collect()
+}
+
+/// Every BPF link in the kernel (the lab is the only user of BPF while the test runs): a
+/// double attachment that is not pinned shows up here.
+fn all_link_count() -> usize {
+    let out = std::process::Command::new("bpftool").args(["link", "show", "-j"]).output().expect("bpftool");
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).map(|v| v.len()).unwrap_or(0)
 }
 
 #[test]
@@ -58,8 +65,9 @@ fn killing_and_restarting_an_agent_under_load_fails_no_request_and_attaches_once
     }
     let node2 = lab.node(2);
     let links_before = pinned_links(node2);
-    let tcx_before = tcx_programs(node2);
-    eprintln!("t113: node2 before: {} pinned links {links_before:?}; tcx: {tcx_before:#?}", links_before.len());
+    let ids_before = pinned_link_ids(node2);
+    let count_before = all_link_count();
+    eprintln!("t113: node2 before: {} pinned links {links_before:?}, ids {ids_before:?}", links_before.len());
     assert!(links_before.len() >= 3, "node2 pins its mesh links: {links_before:?}");
 
     let fresh = client.load(LoadOptions::new(LoadMode::NewConnection, targets.clone()));
@@ -86,10 +94,12 @@ fn killing_and_restarting_an_agent_under_load_fails_no_request_and_attaches_once
         kept.summary()
     );
     let links_after = pinned_links(node2);
-    let tcx_after = tcx_programs(node2);
-    eprintln!("t113: node2 after: {} pinned links; tcx: {tcx_after:#?}", links_after.len());
+    let ids_after = pinned_link_ids(node2);
+    let count_after = all_link_count();
+    eprintln!("t113: node2 after: {} pinned links, ids {ids_after:?}", links_after.len());
     assert_eq!(links_after, links_before, "pinned links changed across the restart");
-    assert_eq!(tcx_after.len(), tcx_before.len(), "tcx attachments before {tcx_before:#?}, after {tcx_after:#?}");
+    assert_eq!(ids_after, ids_before, "the restarted agent made new links instead of adopting its own");
+    assert_eq!(count_after, count_before, "links in the kernel before and after the restart");
     assert_eq!(fresh.failed(), 0, "new-connection requests failed: {}", fresh.summary());
     assert_eq!(kept.failed(), 0, "keep-alive requests failed: {}", kept.summary());
     assert_eq!(kept.connections, 3, "the keep-alive connections survived: {}", kept.summary());
