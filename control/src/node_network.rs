@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use mesh_agent::overlay::{node_bridge_mac, BridgeAddress, OverlayNetwork, RemoteEndpoint, TaskInterface, WantedOverlay};
+use mesh_agent::overlay::{
+    node_bridge_mac, BridgeAddress, OverlayNetwork, RemoteEndpoint, TaskInterface, WantedOverlay,
+};
 use tokio::sync::watch;
 
 use crate::daemon::Core;
@@ -180,8 +182,7 @@ impl NodeNetwork {
             return Ok(None);
         }
         let map = self.map_with_networks(task).await?;
-        std::fs::create_dir_all(&self.netns_dir)
-            .with_context(|| format!("create {}", self.netns_dir.display()))?;
+        std::fs::create_dir_all(&self.netns_dir).with_context(|| format!("create {}", self.netns_dir.display()))?;
         let path = self.netns_dir.join(&task.id);
         if !path.exists() {
             mesh_agent::overlay::create_netns(&path)?;
@@ -339,7 +340,10 @@ async fn fetch(core: &Core, since: u64) -> anyhow::Result<NetworkMap> {
 
 fn parse_cidr(text: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
     let (ip, prefix) = text.split_once('/').with_context(|| format!("bad address {text}"))?;
-    Ok((ip.parse().with_context(|| format!("bad address {text}"))?, prefix.parse().with_context(|| format!("bad prefix in {text}"))?))
+    Ok((
+        ip.parse().with_context(|| format!("bad address {text}"))?,
+        prefix.parse().with_context(|| format!("bad prefix in {text}"))?,
+    ))
 }
 
 /// What this node's overlay should hold: the networks with a local endpoint, and every endpoint
@@ -365,7 +369,8 @@ pub fn wanted_overlay(map: &NetworkMap, node_id: &str) -> WantedOverlay {
     }
     for endpoint in map.endpoints.iter().filter(|e| local_networks.contains(e.network_id.as_str())) {
         let Some(&vtep) = vteps.get(endpoint.node_id.as_str()) else { continue };
-        let entry = RemoteEndpoint { network_id: endpoint.network_id.clone(), ip: endpoint.ip, mac: endpoint.mac, vtep };
+        let entry =
+            RemoteEndpoint { network_id: endpoint.network_id.clone(), ip: endpoint.ip, mac: endpoint.mac, vtep };
         if endpoint.node_id == node_id {
             wanted.local.push(entry);
         } else {
@@ -412,8 +417,7 @@ pub fn dns_records(map: &NetworkMap) -> dns::Records {
         // The networks a service is on: its VIPs' (vip mode), else its tasks' (dnsrr).
         let mut networks: BTreeSet<&str> = service.vips.iter().map(|(n, _)| n.as_str()).collect();
         networks.extend(service.aliases.iter().map(|(n, _)| n.as_str()));
-        networks
-            .extend(map.endpoints.iter().filter(|e| e.service_id == service.id).map(|e| e.network_id.as_str()));
+        networks.extend(map.endpoints.iter().filter(|e| e.service_id == service.id).map(|e| e.network_id.as_str()));
         for network in networks.into_iter().filter(|n| !ingress.contains(n)) {
             let aliases: Vec<String> =
                 service.aliases.iter().filter(|(n, _)| n == network).map(|(_, a)| a.clone()).collect();

@@ -19,8 +19,8 @@ use crate::objects::network::{
     VXLAN_ID_OPTION,
 };
 use crate::objects::service::{
-    Endpoint, EndpointMode, NetworkAttachmentConfig, Service, ServiceSpec, Task, TaskState, TaskStatus,
-    UpdateState, UpdateStatus, VirtualIp,
+    Endpoint, EndpointMode, NetworkAttachmentConfig, Service, ServiceSpec, Task, TaskState, TaskStatus, UpdateState,
+    UpdateStatus, VirtualIp,
 };
 use crate::objects::{Node, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus, Swarm, SwarmSpec, Version};
 
@@ -1290,11 +1290,8 @@ mod network_tests {
         assert_eq!(live(&sim), vec![Vec::<String>::new()]);
         // `service update --publish-add 8080:80`: the endpoint changes, the task template does not.
         let ports = vec![PortConfig { target_port: 80, published_port: 8080, ..Default::default() }];
-        let endpoint = Endpoint {
-            spec: EndpointSpec { ports: ports.clone(), ..Default::default() },
-            ports,
-            virtual_ips: vec![],
-        };
+        let endpoint =
+            Endpoint { spec: EndpointSpec { ports: ports.clone(), ..Default::default() }, ports, virtual_ips: vec![] };
         let service = &sim.state.services[&id];
         let (version, mut spec) = (service.version.index, service.spec.clone());
         spec.endpoint_spec = Some(endpoint.spec.clone());

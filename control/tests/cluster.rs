@@ -22,7 +22,10 @@ fn free_port() -> u16 {
 
 async fn node() -> Node {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(DaemonConfig { data_root: dir.path().to_path_buf(), dns_upstreams: Vec::new(), bpffs: None }).await.unwrap();
+    let daemon =
+        Daemon::start(DaemonConfig { data_root: dir.path().to_path_buf(), dns_upstreams: Vec::new(), bpffs: None })
+            .await
+            .unwrap();
     Node { daemon, addr: format!("127.0.0.1:{}", free_port()), _dir: dir }
 }
 
@@ -188,7 +191,9 @@ async fn raw_call(addr: &str, config: Arc<rustls::ClientConfig>, path: &'static 
 }
 
 async fn restart(n: &Node) -> Arc<Daemon> {
-    Daemon::start(DaemonConfig { data_root: n._dir.path().to_path_buf(), dns_upstreams: Vec::new(), bpffs: None }).await.unwrap()
+    Daemon::start(DaemonConfig { data_root: n._dir.path().to_path_buf(), dns_upstreams: Vec::new(), bpffs: None })
+        .await
+        .unwrap()
 }
 
 async fn leader_of(n: &Arc<Daemon>) -> Option<String> {

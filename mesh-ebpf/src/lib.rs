@@ -16,8 +16,8 @@ pub mod types;
 #[cfg(test)]
 mod testns;
 
-pub use mesh::{pin_dir, Backend, Mesh, MeshError, NodeConfig, Proto, ServiceCounters, ServiceKey, PIN_LAYOUT_VERSION};
 pub use bpffs::ensure_bpffs;
+pub use mesh::{pin_dir, Backend, Mesh, MeshError, NodeConfig, Proto, ServiceCounters, ServiceKey, PIN_LAYOUT_VERSION};
 pub use tc::MeshStats;
 
 /// The VXLAN UDP port overlays use unless `swarm init --data-path-port` says otherwise.

@@ -21,7 +21,11 @@ pub const BUILD: &[Tool] = &[
     Tool { command: "protoc", package: "protobuf-compiler", why: "gRPC code generation (control/build.rs)" },
     Tool { command: "clang", package: "clang", why: "compiling the eBPF programs" },
     Tool { command: "pkg-config", package: "pkg-config", why: "finding libnftnl and libmnl" },
-    Tool { command: "/usr/include/libnftnl/table.h", package: "libnftnl-dev", why: "egress NAT over nf_tables (nftnl)" },
+    Tool {
+        command: "/usr/include/libnftnl/table.h",
+        package: "libnftnl-dev",
+        why: "egress NAT over nf_tables (nftnl)",
+    },
     Tool { command: "/usr/include/libmnl/libmnl.h", package: "libmnl-dev", why: "netlink sockets for nftnl (mnl)" },
     Tool { command: "/usr/include/bpf/bpf_helpers.h", package: "libbpf-dev", why: "headers of the eBPF C programs" },
 ];

@@ -130,15 +130,25 @@ pub fn demo_up() -> anyhow::Result<()> {
         let net = n1.shoal(&["network", "create", "-d", "overlay", "appnet"]).assert_ok().stdout.trim().to_string();
         // Two replicas on the workers: node1 runs none, and still answers port 8080.
         let create = [
-            "create", "-d", "--name", "web", "--replicas", "2", "--constraint", "node.role==worker", "--network",
-            "appnet", "-p", "8080:80", "shoal/echo", "--http",
+            "create",
+            "-d",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.role==worker",
+            "--network",
+            "appnet",
+            "-p",
+            "8080:80",
+            "shoal/echo",
+            "--http",
         ];
         let id = n1.service(&create).assert_ok().stdout.trim().to_string();
         lab.wait_converged(1, "web", 2);
         // A client on the same network that finds `web` by name, as Docker's embedded DNS allows.
-        let client = [
-            "create", "-d", "--name", "client", "--network", "appnet", "debian", "sh", "-c", CLIENT_SCRIPT,
-        ];
+        let client = ["create", "-d", "--name", "client", "--network", "appnet", "debian", "sh", "-c", CLIENT_SCRIPT];
         n1.service(&client).assert_ok();
         lab.wait_converged(1, "client", 1);
         let ls = n1.service(&["ls"]).assert_ok().stdout.clone();
@@ -151,7 +161,8 @@ pub fn demo_up() -> anyhow::Result<()> {
         });
         // An outside client: an address on the lab's own bridge, outside every node.
         let lab_ns = lab.lab_ns().to_string();
-        let _ = netns_tests::cmd::sh("ip", &["netns", "exec", &lab_ns, "ip", "addr", "add", "198.19.0.1/15", "dev", "br0"]);
+        let _ =
+            netns_tests::cmd::sh("ip", &["netns", "exec", &lab_ns, "ip", "addr", "add", "198.19.0.1/15", "dev", "br0"]);
         let mut curls = String::new();
         for i in 1..=3 {
             let url = format!("http://{}:8080/", netns_tests::lab::node_addr(i));

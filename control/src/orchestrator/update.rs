@@ -118,11 +118,8 @@ fn on_wanted_networks(pass: &Pass<'_>, service: &Service, task: &Task) -> bool {
         // Made in this very pass: the store gives it its addresses when the plan commits.
         return true;
     }
-    let wanted = crate::state::service_networks(
-        &pass.state.networks,
-        &service.spec.task_template.networks,
-        &service.endpoint,
-    );
+    let wanted =
+        crate::state::service_networks(&pass.state.networks, &service.spec.task_template.networks, &service.endpoint);
     task.networks_attachments.len() == wanted.len()
         && task.networks_attachments.iter().zip(&wanted).all(|(a, w)| a.network.id == *w)
 }
