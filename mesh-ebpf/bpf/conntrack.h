@@ -54,6 +54,13 @@ static __always_inline void reply_key(struct ct_key *out, const struct ct_key *o
 	out->proto = orig->proto;
 }
 
+/* A UDP flow has no SYN to start over with: when its backend is gone (the task ended), the
+ * next datagram picks a live one, so a UDP flow moves as soon as the backend leaves the maps. */
+static __always_inline int backend_exists(__u32 backend_id)
+{
+	return bpf_map_lookup_elem(&backends, &backend_id) != 0;
+}
+
 /* A SYN on a tracked flow starts a new connection (and a new backend pick) when the old one is
  * over: RST seen, FIN seen both ways, or its backend no longer exists. Otherwise it is a
  * retransmitted SYN and keeps its backend. */

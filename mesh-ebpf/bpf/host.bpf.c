@@ -97,7 +97,8 @@ int shoal_underlay_ingress(struct __sk_buff *skb)
 	__u32 nat_addr, backend_id;
 	__u16 nat_port;
 	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &p.key);
-	if (ct && ct->dir == SHOAL_CT_ORIGINAL && !(is_tcp_syn(&p) && ct_flow_over(ct, &p.key))) {
+	if (ct && ct->dir == SHOAL_CT_ORIGINAL && !(is_tcp_syn(&p) && ct_flow_over(ct, &p.key)) &&
+	    !(p.key.proto == IPPROTO_UDP && !backend_exists(ct->backend_id))) {
 		nat_addr = ct->nat_addr;
 		nat_port = ct->nat_port;
 		backend_id = ct->backend_id;

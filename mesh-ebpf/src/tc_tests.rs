@@ -314,6 +314,35 @@ fn established_flows_keep_their_backend_when_the_backend_set_changes() {
 }
 
 #[test]
+fn a_udp_flow_keeps_its_backend_and_moves_at_once_when_the_backend_is_gone() {
+    with_mesh(|mesh| {
+        let key = ServiceKey::Published { port: 5353, proto: Proto::Udp };
+        mesh.set_service(key, &[Backend::new(T1, 53), Backend::new(T2, 53)]).unwrap();
+        let ports: Vec<u16> = (41000..41040).collect();
+        let pick = |mesh: &mut Mesh, port: u16| {
+            chosen(&run_tc(mesh, "shoal_underlay_ingress", &Frame::udp(CLIENT, port, NODE, 5353).build(), 1))
+        };
+        let first: Vec<Ipv4Addr> = ports.iter().map(|&p| pick(mesh, p)).collect();
+        assert!(first.contains(&T1) && first.contains(&T2), "40 flows use both backends: {first:?}");
+        // T3 joins: every flow keeps its backend (no SYN to start over with, no reason to move).
+        mesh.set_service(key, &[Backend::new(T1, 53), Backend::new(T2, 53), Backend::new(T3, 53)]).unwrap();
+        for (&port, &backend) in ports.iter().zip(&first) {
+            assert_eq!(pick(mesh, port), backend, "port {port} moved while its backend lives");
+        }
+        // T1 is gone: its flows move with their next datagram; the others stay.
+        mesh.set_service(key, &[Backend::new(T2, 53), Backend::new(T3, 53)]).unwrap();
+        for (&port, &backend) in ports.iter().zip(&first) {
+            let now = pick(mesh, port);
+            if backend == T1 {
+                assert!(now == T2 || now == T3, "port {port}: a datagram for gone T1 went to {now}");
+            } else {
+                assert_eq!(now, backend, "port {port}");
+            }
+        }
+    });
+}
+
+#[test]
 fn traffic_the_mesh_does_not_own_passes_untouched() {
     with_mesh(|mesh| {
         mesh.set_service(published_tcp(), &[Backend::new(T1, 80)]).unwrap();
