@@ -185,6 +185,8 @@ async fn reconcile(
             // Only tasks the scheduler placed (assigned or later) run; a global task carries its
             // node even while pending.
             None if task.status.state < TaskState::Assigned => {}
+            // A task held at desired `ready` (stop-first) waits until it is desired running.
+            None if task.desired_state < TaskState::Running => {}
             None if wanted && task.status.state <= TaskState::Running => {
                 // A task we do not know: adopt it if it survived an agent restart, else start it.
                 if let Some(running) = runtime.adopt(&task.id).await {

@@ -310,7 +310,7 @@ mod tests {
                 .map(|n| {
                     tasks
                         .iter()
-                        .filter(|t| t.node_id == *n && t.desired_state == TaskState::Running)
+                        .filter(|t| t.node_id == *n && t.desired_state <= TaskState::Running)
                         .count()
                         .to_string()
                 })

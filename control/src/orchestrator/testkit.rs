@@ -240,6 +240,9 @@ impl Sim {
             let image = &task.spec.container_spec.image;
             let next = if task.desired_state > TaskState::Running {
                 Some(TaskState::Shutdown)
+            } else if task.desired_state < TaskState::Running {
+                // Held (stop-first): an agent starts a task only once it is desired running.
+                None
             } else if state < TaskState::Running {
                 Some(if self.failing.contains(image) { TaskState::Failed } else { TaskState::Running })
             } else {

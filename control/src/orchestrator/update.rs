@@ -21,10 +21,11 @@
 //!   monitored (swarmkit waits one more `monitor`, or `delay` + 1 s when the delay is longer).
 //!
 //! Order: `stop-first` sets the old task to desired `shutdown` and creates the new one in the same
-//! plan (swarmkit creates it at once too and holds its start until the old one stopped; here the
-//! agent gets both and stops the old one while the new one starts, and a host-mode port keeps the
-//! new task pending until the old one has released it). `start-first` creates the new task and
-//! shuts the old one down only once the new one is `running`.
+//! plan with desired state `ready`, as swarmkit does: it is scheduled and assigned at once, but its
+//! agent starts it only when a later pass raises it to `running`, once the slot's old task has
+//! stopped (a host-mode port also keeps the new task pending until the old one released it).
+//! `start-first` creates the new task and shuts the old one down only once the new one is
+//! `running`.
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -124,6 +125,23 @@ fn on_wanted_networks(pass: &Pass<'_>, service: &Service, task: &Task) -> bool {
         && task.networks_attachments.iter().zip(&wanted).all(|(a, w)| a.network.id == *w)
 }
 
+/// Starts a task held at `ready` (stop-first) once every other task of its slot has stopped
+/// (or never got to run).
+fn release_held(slot: &mut Slot<'_>) {
+    let held: Vec<usize> =
+        (0..slot.tasks.len()).filter(|i| slot.tasks[*i].desired_state == TaskState::Ready).collect();
+    for i in held {
+        let others_stopped = slot
+            .tasks
+            .iter()
+            .enumerate()
+            .all(|(j, t)| j == i || t.status.state.is_terminal() || t.status.state < TaskState::Assigned);
+        if others_stopped {
+            set_desired(&mut slot.tasks[i], TaskState::Running);
+        }
+    }
+}
+
 /// A slot running more than one live task keeps one: the newest up-to-date task once it runs
 /// (the end of a start-first step), else the newest task when none is up to date.
 fn settle(pass: &Pass<'_>, service: &Service, constraints: &[Constraint], slot: &mut Slot<'_>) {
@@ -166,6 +184,7 @@ pub(crate) fn step<'a>(
     let now = pass.now;
     for slot in slots.iter_mut() {
         settle(pass, service, constraints, slot);
+        release_held(slot);
     }
 
     let current = service.update_status.as_ref();
@@ -293,7 +312,10 @@ pub(crate) fn step<'a>(
                     }
                 }
             }
-            let task = new_task(pass, service, &slot.key);
+            let mut task = new_task(pass, service, &slot.key);
+            if config.order == UpdateOrder::StopFirst {
+                task.desired_state = TaskState::Ready;
+            }
             slot.push(task);
         }
     }

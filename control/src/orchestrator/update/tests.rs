@@ -42,10 +42,14 @@ fn parallelism_two_of_six_goes_batch_by_batch() {
 
     // Watch each step: which slots got a v2 task, and that no more than 2 slots are ever down.
     let mut batches: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
     while sim.now - start < Duration::seconds(30) {
         let plan = sim.step();
+        // A stop-first task is upserted again when it is released to run: count each task once.
         for task in plan.upsert_tasks.iter().filter(|t| image(t) == "v2" && t.status.state == TaskState::Assigned) {
-            batches.entry((task.created_at - start).num_milliseconds()).or_default().push(task.slot);
+            if seen.insert(task.id.clone()) {
+                batches.entry((task.created_at - start).num_milliseconds()).or_default().push(task.slot);
+            }
         }
         let running = sim.running_slots(&id).len();
         assert!(running >= 4, "at most 2 slots updating at once, {running} running at {}", sim.now - start);
@@ -64,6 +68,31 @@ fn parallelism_two_of_six_goes_batch_by_batch() {
     let running = sim.tasks_of(&id).into_iter().filter(|t| t.status.state == TaskState::Running);
     assert!(running.map(|t| t.spec.container_spec.image).all(|i| i == "v2"));
     sim.converge();
+}
+
+#[test]
+fn stop_first_holds_the_new_task_until_the_old_one_stopped() {
+    let mut sim = cluster();
+    let config = UpdateConfig { parallelism: 1, ..Default::default() };
+    let id = sim.create(with_update(replicated("web", 1), config));
+    sim.converge();
+    set_image(&mut sim, &id, "v2");
+    // The pass that shuts the old task down creates the new one held at `ready`…
+    let plan = sim.step();
+    let new = plan.upsert_tasks.iter().find(|t| image(t) == "v2").expect("a new task").clone();
+    assert_eq!(new.desired_state, TaskState::Ready);
+    let old_running = |sim: &Sim| {
+        sim.tasks_of(&id).iter().any(|t| image(t) != "v2" && !t.status.state.is_terminal())
+    };
+    // …and it is desired running only once no old task of the slot is left alive.
+    while old_running(&sim) {
+        assert_eq!(sim.state.tasks[&new.id].desired_state, TaskState::Ready, "released before the old task stopped");
+        assert!(sim.state.tasks[&new.id].status.state < TaskState::Running);
+        sim.step();
+    }
+    sim.converge();
+    assert_eq!(sim.state.tasks[&new.id].desired_state, TaskState::Running);
+    assert_eq!(sim.state.tasks[&new.id].status.state, TaskState::Running);
 }
 
 #[test]
