@@ -20,14 +20,9 @@ char LICENSE[] SEC("license") = "GPL";
 DEFINE_PARSER(parse_skb, struct __sk_buff, bpf_skb_load_bytes)
 DEFINE_PARSER(parse_xdp, struct xdp_md, bpf_xdp_load_bytes)
 
-static __always_inline void count_packet(__u32 svc_id, __u32 backend_id, __u32 len)
+static __always_inline void count_packet(__u32 svc_id, __u32 len)
 {
 	struct counters *c = bpf_map_lookup_elem(&svc_counters, &svc_id);
-	if (c) {
-		c->packets += 1;
-		c->bytes += len;
-	}
-	c = bpf_map_lookup_elem(&backend_counters, &backend_id);
 	if (c) {
 		c->packets += 1;
 		c->bytes += len;
@@ -147,7 +142,7 @@ int shoal_underlay_ingress(struct __sk_buff *skb)
 		count_new_flow(svc_id, backend_id);
 		count_stat(SHOAL_STAT_NEW_FLOW);
 	}
-	count_packet(svc_id, backend_id, skb->len);
+	count_packet(svc_id, skb->len);
 	if (nat_rewrite(skb, &p, 1, nat_addr, nat_port))
 		return rewrite_failed();
 	return bpf_redirect_neigh(ingress_bridge_ifindex, NULL, 0, 0);

@@ -121,7 +121,7 @@ impl Client {
     /// address reusing a source port towards two entry nodes that pick the same task is the
     /// 4-tuple collision no-SNAT forwarding cannot tell apart (docs/SPECIFICATION.md, known limits).
     pub fn load(&self, mut opts: LoadOptions) -> Load {
-        if opts.sources.is_empty() && opts.targets.len() > 1 {
+        if opts.per_target_sources && opts.sources.is_empty() && opts.targets.len() > 1 {
             let k = u32::from(self.addr.octets()[3]);
             for i in 0..opts.targets.len() {
                 let source = client_source_addr(k, i);
@@ -409,11 +409,13 @@ pub struct LoadOptions {
     pub pace: Option<Duration>,
     /// The source address for each target, by index (empty: the kernel's choice).
     pub sources: Vec<Ipv4Addr>,
+    /// Give each target a source address of its own ([`Client::load`]).
+    pub per_target_sources: bool,
 }
 
 impl LoadOptions {
     pub fn new(mode: LoadMode, targets: Vec<SocketAddrV4>) -> LoadOptions {
-        LoadOptions { targets, mode, timeout: REQUEST_TIMEOUT, pace: None, sources: Vec::new() }
+        LoadOptions { targets, mode, timeout: REQUEST_TIMEOUT, pace: None, sources: Vec::new(), per_target_sources: false }
     }
 }
 

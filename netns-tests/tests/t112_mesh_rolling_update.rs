@@ -41,12 +41,7 @@ fn a_rolling_update_under_load_fails_no_request() {
         poll_until(SHORT, &format!("{t} to answer"), || client.http(*t).map_err(|f| f.to_string()));
     }
     let fresh = client.load(LoadOptions::new(LoadMode::NewConnection, targets.clone()));
-    // The keep-alive run comes from a second client: one address's new connections through
-    // other entry nodes would otherwise, now and then, reuse a kept connection's source port
-    // to the same task, the 4-tuple collision no-SNAT forwarding cannot tell apart (the newer
-    // flow takes the return path; see docs/SPECIFICATION.md, known limits).
-    let kept_client = lab.mesh_client();
-    let kept = kept_client.load(LoadOptions::new(LoadMode::KeepAlive, targets.clone()));
+    let kept = client.load(LoadOptions::new(LoadMode::KeepAlive, targets.clone()));
     poll_until(SHORT, "1,000 requests before the update", || (fresh.sent() >= 1000).then_some(()));
 
     let update_started = fresh.since_start();
