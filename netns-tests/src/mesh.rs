@@ -415,7 +415,14 @@ pub struct LoadOptions {
 
 impl LoadOptions {
     pub fn new(mode: LoadMode, targets: Vec<SocketAddrV4>) -> LoadOptions {
-        LoadOptions { targets, mode, timeout: REQUEST_TIMEOUT, pace: None, sources: Vec::new(), per_target_sources: false }
+        LoadOptions {
+            targets,
+            mode,
+            timeout: REQUEST_TIMEOUT,
+            pace: None,
+            sources: Vec::new(),
+            per_target_sources: false,
+        }
     }
 }
 

@@ -128,8 +128,7 @@ fn on_wanted_networks(pass: &Pass<'_>, service: &Service, task: &Task) -> bool {
 /// Starts a task held at `ready` (stop-first) once every other task of its slot has stopped
 /// (or never got to run).
 fn release_held(slot: &mut Slot<'_>) {
-    let held: Vec<usize> =
-        (0..slot.tasks.len()).filter(|i| slot.tasks[*i].desired_state == TaskState::Ready).collect();
+    let held: Vec<usize> = (0..slot.tasks.len()).filter(|i| slot.tasks[*i].desired_state == TaskState::Ready).collect();
     for i in held {
         let others_stopped = slot
             .tasks

@@ -81,9 +81,7 @@ fn stop_first_holds_the_new_task_until_the_old_one_stopped() {
     let plan = sim.step();
     let new = plan.upsert_tasks.iter().find(|t| image(t) == "v2").expect("a new task").clone();
     assert_eq!(new.desired_state, TaskState::Ready);
-    let old_running = |sim: &Sim| {
-        sim.tasks_of(&id).iter().any(|t| image(t) != "v2" && !t.status.state.is_terminal())
-    };
+    let old_running = |sim: &Sim| sim.tasks_of(&id).iter().any(|t| image(t) != "v2" && !t.status.state.is_terminal());
     // …and it is desired running only once no old task of the slot is left alive.
     while old_running(&sim) {
         assert_eq!(sim.state.tasks[&new.id].desired_state, TaskState::Ready, "released before the old task stopped");
