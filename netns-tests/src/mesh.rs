@@ -43,12 +43,6 @@ pub fn client_addr(k: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 254, 0)) + k)
 }
 
-/// The `i`-th extra source address of client `k` (198.19.250-i.<k>): a load spreading over several
-/// entry nodes sends to each from its own address (see [`Client::load`]).
-pub fn client_source_addr(k: u32, i: usize) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 250, 0)) - ((i as u32) << 8) + k)
-}
-
 /// An outside client: its own namespace with one veth onto the lab bridge.
 pub struct Client {
     name: String,
@@ -116,23 +110,8 @@ impl Client {
         })
     }
 
-    /// Starts a load generator from this client (see [`Load`]). With several targets (entry
-    /// nodes), each gets requests from its own source address, as from different clients: one
-    /// address reusing a source port towards two entry nodes that pick the same task is the
-    /// 4-tuple collision no-SNAT forwarding cannot tell apart (docs/SPECIFICATION.md, known limits).
-    pub fn load(&self, mut opts: LoadOptions) -> Load {
-        if opts.per_target_sources && opts.sources.is_empty() && opts.targets.len() > 1 {
-            let k = u32::from(self.addr.octets()[3]);
-            for i in 0..opts.targets.len() {
-                let source = client_source_addr(k, i);
-                let have = self.netns.cmd(&["ip", "-o", "-4", "addr", "show", "dev", "eth0"]).stdout;
-                if !have.contains(&format!(" {source}/")) {
-                    sh("ip", &["-n", &self.name, "addr", "add", &format!("{source}/15"), "dev", "eth0"])
-                        .unwrap_or_else(|e| panic!("adding {source} to {}: {e:#}", self.name));
-                }
-                opts.sources.push(source);
-            }
-        }
+    /// Starts a load generator from this client (see [`Load`]).
+    pub fn load(&self, opts: LoadOptions) -> Load {
         Load::start(self.netns.path().to_path_buf(), opts)
     }
 
@@ -252,24 +231,10 @@ pub fn failure_kinds(outcomes: &[Outcome]) -> BTreeMap<&'static str, usize> {
 
 // ---- requests (on the calling thread, in whatever namespace it is in) -------------------------
 
-/// A TCP connection from `source` (`None`: the kernel's choice).
-fn connect_from(source: Option<Ipv4Addr>, to: SocketAddrV4, timeout: Duration) -> std::io::Result<TcpStream> {
-    let Some(source) = source else { return TcpStream::connect_timeout(&SocketAddr::V4(to), timeout) };
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-    socket.bind(&SocketAddrV4::new(source, 0).into())?;
-    socket.connect_timeout(&SocketAddr::V4(to).into(), timeout)?;
-    Ok(socket.into())
-}
-
 /// One `GET /` on a new connection (`Connection: close`), the answer read to EOF.
 pub fn http_get(to: SocketAddrV4, timeout: Duration) -> Outcome {
-    http_get_from(None, to, timeout)
-}
-
-/// [`http_get`] from a given source address.
-pub fn http_get_from(source: Option<Ipv4Addr>, to: SocketAddrV4, timeout: Duration) -> Outcome {
     let deadline = Instant::now() + timeout;
-    let mut s = connect_from(source, to, timeout)?;
+    let mut s = TcpStream::connect_timeout(&SocketAddr::V4(to), timeout)?;
     s.set_nodelay(true)?;
     s.write_all(b"GET / HTTP/1.1\r\nHost: mesh\r\nConnection: close\r\n\r\n")?;
     let mut raw = Vec::new();
@@ -294,14 +259,9 @@ pub fn http_get_from(source: Option<Ipv4Addr>, to: SocketAddrV4, timeout: Durati
 
 /// One datagram from a new socket, and its answer.
 pub fn udp_request(to: SocketAddrV4, timeout: Duration) -> Outcome {
-    udp_request_from(None, to, timeout)
-}
-
-/// [`udp_request`] from a given source address.
-pub fn udp_request_from(source: Option<Ipv4Addr>, to: SocketAddrV4, timeout: Duration) -> Outcome {
     // Unconnected, so that an answer from the wrong source is seen (and reported) rather than
     // filtered out by the kernel.
-    let s = UdpSocket::bind(SocketAddrV4::new(source.unwrap_or(Ipv4Addr::UNSPECIFIED), 0))?;
+    let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
     s.set_read_timeout(Some(timeout))?;
     s.send_to(b"hello\n", to)?;
     let mut buf = [0u8; 2048];
@@ -316,8 +276,6 @@ pub fn udp_request_from(source: Option<Ipv4Addr>, to: SocketAddrV4, timeout: Dur
 /// An HTTP/1.1 keep-alive connection: requests one after the other on the same socket.
 pub struct KeepAlive {
     to: SocketAddrV4,
-    /// The source address (`None`: the kernel's choice).
-    pub source: Option<Ipv4Addr>,
     timeout: Duration,
     stream: Option<TcpStream>,
     buf: Vec<u8>,
@@ -327,7 +285,7 @@ pub struct KeepAlive {
 
 impl KeepAlive {
     pub fn new(to: SocketAddrV4, timeout: Duration) -> KeepAlive {
-        KeepAlive { to, source: None, timeout, stream: None, buf: Vec::new(), connections: 0 }
+        KeepAlive { to, timeout, stream: None, buf: Vec::new(), connections: 0 }
     }
 
     /// One request; connects first if needed. A server that announces `Connection: close` (a
@@ -343,7 +301,7 @@ impl KeepAlive {
 
     fn exchange(&mut self) -> Outcome {
         if self.stream.is_none() {
-            let s = connect_from(self.source, self.to, self.timeout)?;
+            let s = TcpStream::connect_timeout(&SocketAddr::V4(self.to), self.timeout)?;
             s.set_nodelay(true)?;
             s.set_read_timeout(Some(self.timeout))?;
             self.stream = Some(s);
@@ -407,22 +365,11 @@ pub struct LoadOptions {
     pub timeout: Duration,
     /// A pause between requests (none: back to back).
     pub pace: Option<Duration>,
-    /// The source address for each target, by index (empty: the kernel's choice).
-    pub sources: Vec<Ipv4Addr>,
-    /// Give each target a source address of its own ([`Client::load`]).
-    pub per_target_sources: bool,
 }
 
 impl LoadOptions {
     pub fn new(mode: LoadMode, targets: Vec<SocketAddrV4>) -> LoadOptions {
-        LoadOptions {
-            targets,
-            mode,
-            timeout: REQUEST_TIMEOUT,
-            pace: None,
-            sources: Vec::new(),
-            per_target_sources: false,
-        }
+        LoadOptions { targets, mode, timeout: REQUEST_TIMEOUT, pace: None }
     }
 }
 
@@ -568,13 +515,7 @@ fn run_load(
     failed: &AtomicU64,
 ) -> LoadReport {
     let mut report = LoadReport::default();
-    let source = |k: usize| opts.sources.get(k).copied();
-    let mut conns: Vec<KeepAlive> = opts
-        .targets
-        .iter()
-        .enumerate()
-        .map(|(k, t)| KeepAlive { source: source(k), ..KeepAlive::new(*t, opts.timeout) })
-        .collect();
+    let mut conns: Vec<KeepAlive> = opts.targets.iter().map(|t| KeepAlive::new(*t, opts.timeout)).collect();
     let mut i = 0usize;
     while !stop.load(Ordering::Relaxed) {
         let k = i % opts.targets.len();
@@ -582,9 +523,9 @@ fn run_load(
         let target = opts.targets[k];
         let at = started.elapsed();
         let outcome = match opts.mode {
-            LoadMode::NewConnection => http_get_from(source(k), target, opts.timeout),
+            LoadMode::NewConnection => http_get(target, opts.timeout),
             LoadMode::KeepAlive => conns[k].request(),
-            LoadMode::Udp => udp_request_from(source(k), target, opts.timeout),
+            LoadMode::Udp => udp_request(target, opts.timeout),
         };
         report.sent += 1;
         sent.fetch_add(1, Ordering::Relaxed);
@@ -594,8 +535,7 @@ fn run_load(
             Ok(reply) => {
                 report.ok += 1;
                 *report.tasks.entry(reply.task).or_default() += 1;
-                let expected = source(k).or_else(|| local_ip(target));
-                if !matches!(reply.from, SocketAddr::V4(a) if Some(*a.ip()) == expected) {
+                if !matches!(reply.from, SocketAddr::V4(a) if Some(*a.ip()) == local_ip(target)) {
                     report.wrong_source += 1;
                 }
             }
