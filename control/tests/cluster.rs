@@ -16,8 +16,16 @@ struct Node {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A loopback address of its own for every node, on the real manager port. A port picked by binding
+/// 127.0.0.1:0 and closing again is an ephemeral port, so another test's outgoing connection can take
+/// it before the daemon listens (that failed CI with "Address already in use"); 2377 is outside the
+/// ephemeral range and the address is unique to this process and node.
+fn node_addr() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    format!("127.{}.{}.{}:2377", 100 + pid % 150, (pid / 150) % 250, n)
 }
 
 async fn node() -> Node {
@@ -26,7 +34,7 @@ async fn node() -> Node {
         Daemon::start(DaemonConfig { data_root: dir.path().to_path_buf(), dns_upstreams: Vec::new(), bpffs: None })
             .await
             .unwrap();
-    Node { daemon, addr: format!("127.0.0.1:{}", free_port()), _dir: dir }
+    Node { daemon, addr: node_addr(), _dir: dir }
 }
 
 async fn poll<T>(what: &str, wait: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
