@@ -214,7 +214,7 @@ pub struct MeshCounters {
 /// What the routing mesh did beyond translating packets (`mesh_ebpf::MeshStats`, which has no
 /// serde: the data plane knows nothing about the API). Drops carry their reason in the name.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct MeshNodeStats {
     pub new_flows: u64,
     pub replies_translated: u64,
@@ -230,4 +230,5 @@ pub struct MeshNodeStats {
     #[serde(rename = "ICMPErrorsUntracked")]
     pub icmp_errors_untracked: u64,
     pub return_path_takeovers: u64,
+    pub client_ports_remapped: u64,
 }

@@ -84,6 +84,11 @@ impl NodeMesh {
         Ok(())
     }
 
+    /// Whether `attach_task` ran for this task (with or without ingress veths).
+    pub fn has_task(&self, task_id: &str) -> bool {
+        self.task_veths.lock().expect("veths lock").contains_key(task_id)
+    }
+
     pub fn detach_task(&self, task_id: &str) {
         let Some(ifindexes) = self.task_veths.lock().expect("veths lock").remove(task_id) else { return };
         let mut mesh = self.mesh.lock().expect("mesh lock");
@@ -289,6 +294,7 @@ fn mesh_node_stats(s: MeshStats) -> MeshNodeStats {
         icmp_errors_translated: s.icmp_errors_translated,
         icmp_errors_untracked: s.icmp_errors_untracked,
         return_path_takeovers: s.return_path_takeovers,
+        client_ports_remapped: s.client_ports_remapped,
     }
 }
 

@@ -122,12 +122,43 @@ impl NodeNetwork {
         overlay.sync(&wanted_overlay(&map, &self.node_id)).await?;
         if let Some(mesh) = self.mesh(&overlay, &map).await? {
             mesh.program(&map, &self.node_id)?;
+            if let Some(ingress) = map.networks.iter().find(|n| n.ingress) {
+                self.attach_wired(&overlay, &mesh, &ingress.id).await;
+            }
         }
         Ok(())
     }
 
+    /// Puts the reply-steering programs on the ingress veths of every wired task that does not
+    /// have them yet. A task wired while the mesh was being loaded is attached either by `wire`
+    /// (it saw the mesh) or here (the mesh saw it); running on every map also retries an
+    /// attachment that failed. Without them a task's replies to routed clients leave through
+    /// this node's own stack and the client never sees them.
+    async fn attach_wired(
+        &self,
+        overlay: &mesh_agent::overlay::Overlay,
+        mesh: &crate::node_mesh::NodeMesh,
+        ingress_id: &str,
+    ) {
+        let unattached: Vec<String> =
+            self.wired.lock().expect("wired lock").keys().filter(|t| !mesh.has_task(t)).cloned().collect();
+        for task_id in unattached {
+            let attached = match ingress_veths(overlay, &task_id, ingress_id).await {
+                Ok(veths) => mesh.attach_task(&task_id, &veths),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = attached {
+                tracing::warn!(task = %task_id, "routing mesh: cannot attach to the task's veth: {e:#}");
+            }
+            // Released meanwhile: its veth is gone or going; forget it again.
+            if !self.wired.lock().expect("wired lock").contains_key(&task_id) {
+                mesh.detach_task(&task_id);
+            }
+        }
+    }
+
     /// The node's load balancer, loaded once the ingress bridge exists; tasks wired before that
-    /// get their reply-steering programs then.
+    /// get their reply-steering programs from `attach_wired`.
     async fn mesh(
         &self,
         overlay: &mesh_agent::overlay::Overlay,
@@ -147,11 +178,8 @@ impl NodeNetwork {
         let bpffs = mesh_ebpf::ensure_bpffs(&self.data_root, self.bpffs.as_deref())?;
         let mesh = Arc::new(crate::node_mesh::NodeMesh::load(&bpffs, &self.node_id, config, &self.task_cgroup)?);
         tracing::info!(bpffs = %bpffs.display(), "routing mesh loaded");
-        let wired: Vec<String> = self.wired.lock().expect("wired lock").keys().cloned().collect();
-        for task_id in wired {
-            let veths = ingress_veths(overlay, &task_id, &ingress.id).await?;
-            mesh.attach_task(&task_id, &veths)?;
-        }
+        // Published before the wired tasks are read (in `attach_wired`, which `apply` runs next):
+        // a task wired after that read sees the mesh in `wire` and attaches itself.
         Ok(Some(self.mesh.get_or_init(|| async { mesh }).await.clone()))
     }
 

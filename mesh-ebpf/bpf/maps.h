@@ -85,6 +85,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } return_macs SEC(".maps");
 
+/* Remapped client ports of connections to this node's tasks (see task.bpf.c). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SHOAL_MAX_REMAPS);
+	__type(key, struct port_remap_key);
+	__type(value, struct port_remap);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} port_remaps SEC(".maps");
+
 /* Routed UDP flows on this node's tasks: (0, client, task port, client port, UDP) -> the task's
  * ingress address the request was sent to. An unconnected UDP server answers with sendto() and
  * no source address, so the kernel would pick the source by the default route (the NAT gateway)

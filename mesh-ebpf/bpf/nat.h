@@ -36,6 +36,16 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, const struct pkt *
 	return bpf_skb_store_bytes(skb, p->l4_off + (dst ? 2 : 0), &port, 2, 0);
 }
 
+/* Rewrites only the source (dst == 0) or destination (dst == 1) port of a TCP/UDP packet. */
+static __always_inline int port_rewrite(struct __sk_buff *skb, const struct pkt *p, int dst, __u16 port)
+{
+	__u16 old_port = dst ? p->key.dport : p->key.sport;
+	__u64 udp = p->key.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	if (bpf_l4_csum_replace(skb, l4_csum_off(p), old_port, port, udp | 2))
+		return -1;
+	return bpf_skb_store_bytes(skb, p->l4_off + (dst ? 2 : 0), &port, 2, 0);
+}
+
 /* Rewrites `size` (2 or 4) bytes at `off` inside the packet quoted by an ICMP error, keeping the
  * quoted IPv4 header's checksum (when the field is in it) and the ICMP checksum right. The quoted
  * TCP/UDP checksum is left alone: only the first 8 quoted L4 bytes travel and no stack checks it. */

@@ -11,6 +11,7 @@
 #define SHOAL_MAX_SERVICES 65536
 #define SHOAL_MAX_BACKENDS 131072
 #define SHOAL_MAX_CT 262144
+#define SHOAL_MAX_REMAPS 65536
 #define SHOAL_MAX_SOCK_REVNAT 65536
 
 /* svc_key.scope: what the address of a service key means. */
@@ -44,10 +45,11 @@
 #define SHOAL_STAT_DROP_REWRITE 4      /* a store or checksum helper failed: dropped */
 #define SHOAL_STAT_ICMP_TRANSLATED 5   /* ICMP error of a tracked flow, translated */
 #define SHOAL_STAT_ICMP_UNTRACKED 6    /* ICMP error of no known flow (or inner options): passed */
-#define SHOAL_STAT_RETURN_TAKEOVER 7   /* new flow took a 4-tuple's return path from another entry node */
+#define SHOAL_STAT_RETURN_TAKEOVER 7   /* new flow took a 4-tuple's return path (UDP; TCP without a free port) */
 #define SHOAL_STAT_DROP_RETURN_CONFLICT 8 /* packet of the flow that lost its return path: dropped */
 #define SHOAL_STAT_NEW_FLOW 9          /* conntrack entries created */
 #define SHOAL_STAT_REPLY 10            /* reply packets reverse-translated */
+#define SHOAL_STAT_PORT_REMAP 11       /* new connection given another client port on its backend node */
 #define SHOAL_STAT_MAX 16
 
 /* ct_value.dir */
@@ -110,9 +112,24 @@ _Static_assert(sizeof(struct ct_value) == 24, "ct_value size");
 struct return_mac {
 	__u64 last_seen_ns;
 	__u8 mac[6];
-	__u16 pad;
+	__u16 client_port; /* network order; non-zero: the task sees this flow on a remapped port, the client's is this */
 };
 _Static_assert(sizeof(struct return_mac) == 16, "return_mac size");
+
+/* A connection that reached a task through entry node `mac` on a client ip:port another entry
+ * node's live connection already uses: the client port the task sees instead (task.bpf.c). */
+struct port_remap_key {
+	struct ct_key flow; /* as the frame to the task carries it */
+	__u8 mac[6];
+	__u16 pad;
+};
+_Static_assert(sizeof(struct port_remap_key) == 24, "port_remap_key size");
+
+struct port_remap {
+	__u16 port; /* network order */
+	__u16 pad;
+};
+_Static_assert(sizeof(struct port_remap) == 4, "port_remap size");
 
 /* Socket-level LB: (socket, backend) -> the VIP the application asked for, for recvmsg. */
 struct sock_revnat_key {

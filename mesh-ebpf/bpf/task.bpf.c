@@ -8,14 +8,20 @@
  * The rule is generic ("answer to the MAC the request came from") and also holds for traffic
  * that is not routed: it then names the MAC the task would have used anyway.
  *
- * Inherent limit of no-SNAT: one client ip:port reaching one task through two entry nodes is one
- * 4-tuple for the task. The newest connection (SYN; any UDP datagram) takes the return path over
- * and is counted; later packets of the older connection are dropped and counted, so it dies
- * quickly instead of having its replies translated by the wrong node. */
+ * The limit of no-SNAT: one client ip:port reaching one task through two entry nodes is one
+ * 4-tuple for the task. It happens whenever a client spreads connections over several nodes
+ * (a proxy with every node as upstream): Linux reuses a source port for another destination. A
+ * new TCP connection (SYN) on a 4-tuple that another entry node holds therefore gets another
+ * client port on this node only: the task sees the client's address with a port from
+ * 1024-32767 (outside the usual ephemeral ranges), replies are translated back, and both
+ * connections live. Only when no free port is found (bounded probing) does the newest take the
+ * path over, as every UDP datagram does; later packets of the older TCP connection are then
+ * dropped and counted, so it fails fast instead of being answered through the wrong node. */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include "conntrack.h"
+#include "nat.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -52,6 +58,55 @@ static __always_inline void remember_reply_source(const struct pkt *p)
 	bpf_map_update_elem(&reply_sources, &sk, &addr, BPF_ANY);
 }
 
+#define REMAP_PORT_BASE 1024
+#define REMAP_PORT_SPAN 31744 /* 1024-32767 */
+#define REMAP_TRIES 4
+
+static __always_inline void remap_key(struct port_remap_key *k, const struct pkt *p, const __u8 *mac)
+{
+	k->flow = p->key;
+	__builtin_memcpy(k->mac, mac, ETH_ALEN);
+}
+
+/* A client port for this connection whose reply tuple no flow of the task uses; 0 if none. */
+static __always_inline __u16 free_client_port(const struct pkt *p, const __u8 *mac)
+{
+	__u32 mac_lo = 0;
+	__builtin_memcpy(&mac_lo, mac + 2, 4);
+	struct ct_key rk = {};
+	reply_key(&rk, &p->key, p->key.daddr, p->key.dport);
+	for (__u32 i = 0; i < REMAP_TRIES; i++) {
+		__u32 h = hash_words(p->key.saddr ^ mac_lo, p->key.sport, i);
+		rk.dport = bpf_htons(REMAP_PORT_BASE + h % REMAP_PORT_SPAN);
+		if (!bpf_map_lookup_elem(&return_macs, &rk))
+			return rk.dport;
+	}
+	return 0;
+}
+
+/* Gives a new connection another client port (see the top of this file): the port, or 0 when
+ * none is free. */
+static __always_inline __u16 remap_new_connection(const struct pkt *p, const __u8 *mac, __u64 now)
+{
+	__u16 port = free_client_port(p, mac);
+	if (!port)
+		return 0;
+	struct ct_key rk = {};
+	reply_key(&rk, &p->key, p->key.daddr, p->key.dport);
+	rk.dport = port;
+	struct return_mac rm = { .last_seen_ns = now, .client_port = p->key.sport };
+	__builtin_memcpy(rm.mac, mac, ETH_ALEN);
+	struct port_remap_key k = {};
+	remap_key(&k, p, mac);
+	struct port_remap v = { .port = port };
+	/* Reply entry first: once the remap exists, replies must find theirs. */
+	if (bpf_map_update_elem(&return_macs, &rk, &rm, BPF_ANY) ||
+	    bpf_map_update_elem(&port_remaps, &k, &v, BPF_ANY))
+		return 0;
+	count_stat(SHOAL_STAT_PORT_REMAP);
+	return port;
+}
+
 SEC("classifier")
 int shoal_task_egress(struct __sk_buff *skb)
 {
@@ -61,19 +116,42 @@ int shoal_task_egress(struct __sk_buff *skb)
 	__u8 src_mac[6];
 	if (bpf_skb_load_bytes(skb, ETH_ALEN, src_mac, ETH_ALEN))
 		return TC_ACT_UNSPEC;
+	__u64 now = bpf_ktime_get_ns();
+	if (p.key.proto == IPPROTO_TCP) {
+		struct port_remap_key k = {};
+		remap_key(&k, &p, src_mac);
+		struct port_remap *remap = bpf_map_lookup_elem(&port_remaps, &k);
+		if (remap) {
+			if (port_rewrite(skb, &p, 0, remap->port)) {
+				count_stat(SHOAL_STAT_DROP_REWRITE);
+				return TC_ACT_SHOT;
+			}
+			return TC_ACT_UNSPEC;
+		}
+	}
 	struct ct_key rk = {};
 	reply_key(&rk, &p.key, p.key.daddr, p.key.dport);
-	__u64 now = bpf_ktime_get_ns();
 	struct return_mac *known = bpf_map_lookup_elem(&return_macs, &rk);
 	if (known) {
-		if (mac_eq(known->mac, src_mac)) {
+		/* Held by a remapped connection (client_port set) it is not this flow's either. */
+		if (mac_eq(known->mac, src_mac) && !known->client_port) {
 			if (now - known->last_seen_ns > CT_REFRESH_NS)
 				known->last_seen_ns = now;
 			return TC_ACT_UNSPEC;
 		}
-		if (p.key.proto == IPPROTO_TCP && !is_tcp_syn(&p)) {
-			count_stat(SHOAL_STAT_DROP_RETURN_CONFLICT);
-			return TC_ACT_SHOT;
+		if (p.key.proto == IPPROTO_TCP) {
+			if (!is_tcp_syn(&p)) {
+				count_stat(SHOAL_STAT_DROP_RETURN_CONFLICT);
+				return TC_ACT_SHOT;
+			}
+			__u16 port = remap_new_connection(&p, src_mac, now);
+			if (port) {
+				if (port_rewrite(skb, &p, 0, port)) {
+					count_stat(SHOAL_STAT_DROP_REWRITE);
+					return TC_ACT_SHOT;
+				}
+				return TC_ACT_UNSPEC;
+			}
 		}
 		count_stat(SHOAL_STAT_RETURN_TAKEOVER);
 	}
@@ -96,10 +174,17 @@ int shoal_task_ingress(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	__u8 mac[6];
 	__builtin_memcpy(mac, known->mac, ETH_ALEN);
+	__u16 client_port = known->client_port;
 	__u8 dst_mac[6];
 	if (bpf_skb_load_bytes(skb, 0, dst_mac, ETH_ALEN))
 		return TC_ACT_UNSPEC;
 	if (!mac_eq(mac, dst_mac) && bpf_skb_store_bytes(skb, 0, mac, ETH_ALEN, 0)) {
+		count_stat(SHOAL_STAT_DROP_REWRITE);
+		return TC_ACT_SHOT;
+	}
+	/* An ICMP error about a remapped connection keeps the port the task saw: it is steered to
+	 * the right entry node, whose translation finds no flow for it and passes it on. */
+	if (client_port && !p.icmp_error && port_rewrite(skb, &p, 1, client_port)) {
 		count_stat(SHOAL_STAT_DROP_REWRITE);
 		return TC_ACT_SHOT;
 	}

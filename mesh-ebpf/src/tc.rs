@@ -53,8 +53,12 @@ pub struct MeshStats {
     pub icmp_errors_translated: u64,
     /// ICMP errors quoting no flow the mesh knows, passed to the stack.
     pub icmp_errors_untracked: u64,
-    /// A new connection took over the return path of a 4-tuple held by another entry node.
+    /// A new connection took over the return path of a 4-tuple held by another entry node (UDP,
+    /// or TCP when no client port was free to remap it to).
     pub return_path_takeovers: u64,
+    /// A new connection on a 4-tuple another entry node's connection holds got another client
+    /// port on its backend node (both connections live).
+    pub client_ports_remapped: u64,
     /// Packets of the connection that lost its return path in such a takeover.
     pub dropped_return_conflict: u64,
     pub new_flows: u64,
@@ -118,6 +122,7 @@ impl Mesh {
             icmp_errors_translated: read(STAT_ICMP_TRANSLATED)?,
             icmp_errors_untracked: read(STAT_ICMP_UNTRACKED)?,
             return_path_takeovers: read(STAT_RETURN_TAKEOVER)?,
+            client_ports_remapped: read(STAT_PORT_REMAP)?,
             dropped_return_conflict: read(STAT_DROP_RETURN_CONFLICT)?,
             new_flows: read(STAT_NEW_FLOW)?,
             replies_translated: read(STAT_REPLY)?,

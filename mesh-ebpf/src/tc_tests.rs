@@ -34,6 +34,7 @@ const NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x64];
 const ENTRY_A_MAC: [u8; 6] = [0x02, 0x53, 0, 0, 0, 0x0a];
 const ENTRY_B_MAC: [u8; 6] = [0x02, 0x53, 0, 0, 0, 0x0b];
+const ENTRY_C_MAC: [u8; 6] = [0x02, 0x53, 0, 0, 0, 0x0c];
 const TASK_MAC: [u8; 6] = [0x02, 0x42, 0, 0, 0, 0x05];
 const GATEWAY_MAC: [u8; 6] = [0x02, 0x42, 0, 0, 0, 0x01];
 
@@ -470,16 +471,51 @@ fn the_backend_node_sends_replies_back_to_the_entry_node() {
         let out = run_tc(mesh, "shoal_task_ingress", &error.build(), 1);
         assert_eq!(out.frame, Frame { dst_mac: ENTRY_A_MAC, ..error }.build());
 
-        // The same client ip:port through entry node B: the new connection takes the return
-        // path over, and the old one's packets are dropped instead of being misrouted.
+        // The same client ip:port through entry node B while A's connection lives (a client that
+        // spreads connections over nodes reuses source ports): B's connection gets another client
+        // port on this node, so both live. Frames are compared whole: checksums stay right.
         let via_b = Frame { src_mac: ENTRY_B_MAC, ..request.clone() };
-        assert_eq!(run_tc(mesh, "shoal_task_egress", &via_b.build(), 1).code, TC_ACT_UNSPEC);
+        let out = run_tc(mesh, "shoal_task_egress", &via_b.build(), 1);
+        assert_eq!(out.code, TC_ACT_UNSPEC);
+        let remapped = u16::from_be_bytes([out.frame[34], out.frame[35]]);
+        assert!((1024..32768).contains(&remapped), "remapped to {remapped}");
+        assert_eq!(out.frame, Frame { sport: remapped, ..via_b.clone() }.build());
+        let b_ack = Frame { tcp_flags: ACK, ..via_b.clone() };
+        let out = run_tc(mesh, "shoal_task_egress", &b_ack.build(), 1);
+        assert_eq!((out.code, out.frame), (TC_ACT_UNSPEC, Frame { sport: remapped, ..b_ack }.build()));
+        let a_ack = Frame { tcp_flags: ACK, ..request.clone() };
+        let out = run_tc(mesh, "shoal_task_egress", &a_ack.build(), 1);
+        assert_eq!((out.code, out.frame), (TC_ACT_UNSPEC, a_ack.build()));
+        // Replies: A's go to A unchanged, B's to B with the client's own port back.
         let out = run_tc(mesh, "shoal_task_ingress", &reply.build(), 1);
-        assert_eq!(out.frame, Frame { dst_mac: ENTRY_B_MAC, ..reply.clone() }.build());
-        let old_ack = Frame { tcp_flags: ACK, ..request.clone() };
-        assert_eq!(run_tc(mesh, "shoal_task_egress", &old_ack.build(), 1).code, TC_ACT_SHOT);
+        assert_eq!(out.frame, Frame { dst_mac: ENTRY_A_MAC, ..reply.clone() }.build());
+        let reply_b = Frame { dport: remapped, ..reply.clone() };
+        let out = run_tc(mesh, "shoal_task_ingress", &reply_b.build(), 1);
+        assert_eq!(out.code, TC_ACT_UNSPEC);
+        assert_eq!(out.frame, Frame { dst_mac: ENTRY_B_MAC, dport: 40000, ..reply.clone() }.build());
+        // B's retransmitted SYN keeps its port.
+        let out = run_tc(mesh, "shoal_task_egress", &via_b.build(), 1);
+        assert_eq!(out.frame, Frame { sport: remapped, ..via_b.clone() }.build());
+
+        // A packet of no known connection on that 4-tuple from a third entry node is dropped,
+        // not answered through the wrong node.
+        let stray = Frame { src_mac: ENTRY_C_MAC, tcp_flags: ACK, ..request.clone() };
+        assert_eq!(run_tc(mesh, "shoal_task_egress", &stray.build(), 1).code, TC_ACT_SHOT);
+
+        // UDP has no connection start: the newest datagram's entry node takes the path over.
+        let udp_a = Frame { src_mac: ENTRY_A_MAC, dst_mac: TASK_MAC, ..Frame::udp(CLIENT, 40001, T1, 53) };
+        let udp_b = Frame { src_mac: ENTRY_B_MAC, ..udp_a.clone() };
+        let udp_reply = Frame { src_mac: TASK_MAC, dst_mac: GATEWAY_MAC, ..Frame::udp(T1, 53, CLIENT, 40001) };
+        run_tc(mesh, "shoal_task_egress", &udp_a.build(), 1);
+        assert_eq!(run_tc(mesh, "shoal_task_egress", &udp_b.build(), 1).frame, udp_b.build());
+        let out = run_tc(mesh, "shoal_task_ingress", &udp_reply.build(), 1);
+        assert_eq!(out.frame, Frame { dst_mac: ENTRY_B_MAC, ..udp_reply }.build());
+
         let stats = mesh.mesh_stats().unwrap();
-        assert_eq!((stats.return_path_takeovers, stats.dropped_return_conflict), (1, 1));
+        assert_eq!(
+            (stats.client_ports_remapped, stats.return_path_takeovers, stats.dropped_return_conflict),
+            (1, 1, 1)
+        );
     });
 }
 

@@ -39,6 +39,7 @@ pub const STAT_RETURN_TAKEOVER: u32 = 7;
 pub const STAT_DROP_RETURN_CONFLICT: u32 = 8;
 pub const STAT_NEW_FLOW: u32 = 9;
 pub const STAT_REPLY: u32 = 10;
+pub const STAT_PORT_REMAP: u32 = 11;
 pub const STAT_MAX: u32 = 16;
 
 /// IP protocol numbers a service can use.
@@ -107,7 +108,9 @@ pub struct CtValue {
 pub struct ReturnMac {
     pub last_seen_ns: u64,
     pub mac: [u8; 6],
-    pub pad: u16,
+    /// Network order; non-zero: the task sees this flow on a remapped client port, and this is
+    /// the client's own.
+    pub client_port: u16,
 }
 
 #[repr(C)]

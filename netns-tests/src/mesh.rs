@@ -79,6 +79,37 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// The task veths on node `i`'s ingress bridge without the mesh's reply-steering programs
+    /// (their pinned tcx links, `<bpffs>/shoal/<node id>/v2/links/tcx-<ifindex>-shoal_task_*`).
+    /// Without them, replies to clients routed in through another node leave through this node's
+    /// own stack and never reach the client. `via` is a manager to read the ingress VNI from.
+    pub fn unsteered_task_veths(&self, via: usize, i: usize) -> Vec<String> {
+        let node = self.node(i);
+        let vni = crate::overlay::vni(&self.inspect_network(via, "ingress"));
+        let links = Netns::node(node).json(&["ip", "-d", "-j", "link", "show"]);
+        let links = links.as_array().cloned().unwrap_or_default();
+        let Some(bridge) = links.iter().find_map(|l| {
+            let vxlan = l["linkinfo"]["info_kind"] == "vxlan" && l["linkinfo"]["info_data"]["id"] == vni;
+            vxlan.then(|| l["master"].as_str().map(str::to_string)).flatten()
+        }) else {
+            return Vec::new();
+        };
+        let pins = node.bpffs().join("shoal").join(node.node_id()).join("v2").join("links");
+        links
+            .iter()
+            .filter(|l| l["master"].as_str() == Some(&bridge) && l["linkinfo"]["info_kind"] == "veth")
+            .filter(|l| {
+                let ifindex = l["ifindex"].as_u64().unwrap_or_default();
+                ["shoal_task_egress", "shoal_task_ingress"]
+                    .iter()
+                    .any(|p| !pins.join(format!("tcx-{ifindex}-{p}")).exists())
+            })
+            .map(|l| l["ifname"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
 impl Client {
     pub fn netns(&self) -> &Netns {
         &self.netns
@@ -273,6 +304,55 @@ pub fn udp_request(to: SocketAddrV4, timeout: Duration) -> Outcome {
     Reply::parse(&line).ok_or_else(|| Failure::BadReply(line.into_owned()))
 }
 
+/// A TCP connection from local port `port` (0: any) with `SO_REUSEADDR`, so that connections to
+/// different destinations can share one source port, as Linux's own port choice for connect()
+/// does: how one client ip:port reaches a service through two nodes at once.
+pub fn tcp_connect_from(port: u16, to: SocketAddrV4, timeout: Duration) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let check = |r: libc::c_int| if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(r) };
+    let sockaddr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: socket(2) has no preconditions; the descriptor is owned by the stream from here on,
+    // which closes it on every early return.
+    let stream = unsafe {
+        TcpStream::from_raw_fd(check(libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0))?)
+    };
+    let fd = stream.as_raw_fd();
+    let one: libc::c_int = 1;
+    // Linux bounds a blocking connect() by SO_SNDTIMEO.
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    let (local, remote) = (sockaddr(Ipv4Addr::UNSPECIFIED, port), sockaddr(*to.ip(), to.port()));
+    // SAFETY: valid descriptor; each pointer and length describes a live local of that size.
+    unsafe {
+        let int_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        check(libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            int_len,
+        ))?;
+        let tv_len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+        check(libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, (&tv as *const libc::timeval).cast(), tv_len))?;
+        check(libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len))?;
+        if let Err(e) = check(libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len)) {
+            return Err(match e.raw_os_error() {
+                Some(libc::EINPROGRESS) => std::io::Error::new(ErrorKind::TimedOut, "connect timed out"),
+                _ => e,
+            });
+        }
+    }
+    Ok(stream)
+}
+
 /// An HTTP/1.1 keep-alive connection: requests one after the other on the same socket.
 pub struct KeepAlive {
     to: SocketAddrV4,
@@ -286,6 +366,13 @@ pub struct KeepAlive {
 impl KeepAlive {
     pub fn new(to: SocketAddrV4, timeout: Duration) -> KeepAlive {
         KeepAlive { to, timeout, stream: None, buf: Vec::new(), connections: 0 }
+    }
+
+    /// A keep-alive client on a connection already made (e.g. by [`tcp_connect_from`]).
+    pub fn on(stream: TcpStream, to: SocketAddrV4, timeout: Duration) -> std::io::Result<KeepAlive> {
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        Ok(KeepAlive { to, timeout, stream: Some(stream), buf: Vec::new(), connections: 1 })
     }
 
     /// One request; connects first if needed. A server that announces `Connection: close` (a

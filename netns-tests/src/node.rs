@@ -84,6 +84,11 @@ impl Node {
         &self.ns
     }
 
+    /// Where the daemon's bpf filesystem is mounted (`--bpffs`).
+    pub fn bpffs(&self) -> PathBuf {
+        self.data_root.with_file_name("bpffs")
+    }
+
     pub fn data_root(&self) -> &Path {
         &self.data_root
     }
@@ -171,7 +176,7 @@ impl Node {
     /// pinned programs and links outlive a daemon killed with -9, whose own mount namespace
     /// (`ip netns exec` makes one) dies with it. Lab teardown unmounts everything under the lab.
     fn ensure_bpffs(&self) -> PathBuf {
-        let at = self.data_root.with_file_name("bpffs");
+        let at = self.bpffs();
         std::fs::create_dir_all(&at).expect("create bpffs dir");
         let mounted = std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap_or_default()

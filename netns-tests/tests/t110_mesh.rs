@@ -5,6 +5,7 @@
 //! and UDP. Scaling 3 → 6 → 1 under load loses no request; `--publish-add` opens a port on every
 //! node and `--publish-rm` closes it; a host-mode port answers only on nodes with a task, from
 //! that node's task; a `dnsrr` service has no VIP and its name resolves to the task addresses.
+//! One client ip:port reaching the same task through two nodes at once keeps both connections.
 //!
 //! The tests share one 3-node lab (node1 manager) when they run at the same time; each uses its
 //! own service names and ports.
@@ -287,4 +288,60 @@ fn dnsrr_services_have_no_vip_and_resolve_to_their_tasks() {
         let want = format!("{task} on ");
         assert!(line.starts_with(&want) && line.contains(&format!(" from {probe_ip}:")), "{ip} answered {line:?}");
     }
+}
+
+/// One client ip:port through two nodes at once — what a proxy with every node as upstream does,
+/// since Linux reuses a source port towards another destination. Every node picks the same task
+/// for the same client ip:port, so the task would see one 4-tuple for two connections; the
+/// backend node gives the second connection another client port. Both connections stay up and
+/// answer, and the task sees the client's own address on both.
+#[test]
+fn one_client_port_through_two_nodes_keeps_both_connections() {
+    use netns_tests::mesh::{tcp_connect_from, KeepAlive, REQUEST_TIMEOUT};
+    let lab = lab();
+    lab.node(1)
+        .service(&["create", "-d", "--name", "pair", "--replicas", "3", "-p", "8094:80", "shoal/echo", "--http"])
+        .assert_ok();
+    lab.wait_converged(1, "pair", 3);
+    let client = lab.mesh_client();
+    for i in [1, 2] {
+        wait_answering(at(&lab, i, 8094), "pair", || client.http(at(&lab, i, 8094)));
+    }
+    let remapped_before = remapped_ports(&lab);
+    let (a, b) = client.netns().run(|| {
+        let first = tcp_connect_from(0, at(&lab, 1, 8094), REQUEST_TIMEOUT).expect("connect through node1");
+        let port = first.local_addr().unwrap().port();
+        let second = tcp_connect_from(port, at(&lab, 2, 8094), REQUEST_TIMEOUT).expect("connect through node2");
+        assert_eq!(second.local_addr().unwrap().port(), port);
+        let mut a = KeepAlive::on(first, at(&lab, 1, 8094), REQUEST_TIMEOUT).unwrap();
+        let mut b = KeepAlive::on(second, at(&lab, 2, 8094), REQUEST_TIMEOUT).unwrap();
+        let mut replies = (Vec::new(), Vec::new());
+        for _ in 0..50 {
+            replies.0.push(a.request());
+            replies.1.push(b.request());
+        }
+        assert_eq!((a.connections, b.connections), (1, 1), "a connection was lost and made again");
+        (replies.0, replies.1)
+    });
+    let a: Vec<_> = a.into_iter().map(|r| r.expect("request through node1")).collect();
+    let b: Vec<_> = b.into_iter().map(|r| r.expect("request through node2")).collect();
+    let tasks: BTreeSet<&str> = a.iter().chain(&b).map(|r| r.task.as_str()).collect();
+    assert_eq!(tasks.len(), 1, "both connections reach the one task their client ip:port hashes to: {tasks:?}");
+    let seen = |rs: &[netns_tests::mesh::Reply]| rs.iter().map(|r| r.from).collect::<BTreeSet<_>>();
+    let (seen_a, seen_b) = (seen(&a), seen(&b));
+    assert_eq!(seen_a.len(), 1, "{seen_a:?}");
+    assert_eq!(seen_b.len(), 1, "{seen_b:?}");
+    let (from_a, from_b) = (*seen_a.first().unwrap(), *seen_b.first().unwrap());
+    assert_eq!(
+        (from_a.ip(), from_b.ip()),
+        (client.addr.into(), client.addr.into()),
+        "the task saw the client's address"
+    );
+    assert_ne!(from_a.port(), from_b.port(), "two connections, two 4-tuples at the task");
+    assert!(remapped_ports(&lab) > remapped_before, "the backend node counted the remapped port");
+}
+
+/// `ClientPortsRemapped` summed over the nodes' `GET /shoal/mesh`.
+fn remapped_ports(lab: &Lab) -> u64 {
+    (1..=3).map(|i| lab.node(i).api_get("/shoal/mesh")["Stats"]["ClientPortsRemapped"].as_u64().unwrap_or(0)).sum()
 }

@@ -173,6 +173,7 @@ fn node_stats(s: &MeshNodeStats) -> String {
         ("Dropped, rewrite failed", s.dropped_rewrite_failed),
         ("Dropped, return path conflict", s.dropped_return_conflict),
         ("Return path takeovers", s.return_path_takeovers),
+        ("Client ports remapped", s.client_ports_remapped),
         ("ICMP errors translated", s.icmp_errors_translated),
         ("ICMP errors untracked", s.icmp_errors_untracked),
         ("Fragments passed", s.fragments_passed),
