@@ -34,6 +34,10 @@ pub struct DaemonConfig {
     pub dns_upstreams: Vec<IpAddr>,
     /// A bpf filesystem for the mesh's pins; `None`: /sys/fs/bpf if it is one, else one of our own.
     pub bpffs: Option<PathBuf>,
+    /// The cgroup2 group (a path in the hierarchy) whose processes in this node's network
+    /// namespace reach published ports on the node's address and on loopback; `None`: `/`,
+    /// every process of the node.
+    pub host_cgroup: Option<PathBuf>,
 }
 
 /// The engine version nodes report (`ENGINE VERSION` in `node ls`).

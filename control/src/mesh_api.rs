@@ -49,7 +49,12 @@ mod tests {
     #[tokio::test]
     async fn a_node_outside_a_swarm_answers_an_empty_table_with_a_note() {
         let dir = tempfile::tempdir().unwrap();
-        let config = DaemonConfig { data_root: dir.path().to_path_buf(), dns_upstreams: Vec::new(), bpffs: None };
+        let config = DaemonConfig {
+            data_root: dir.path().to_path_buf(),
+            dns_upstreams: Vec::new(),
+            bpffs: None,
+            host_cgroup: None,
+        };
         let daemon = Daemon::start(config).await.unwrap();
         let table = daemon.mesh_table().await.unwrap();
         assert_eq!(table, empty(String::new(), NOT_IN_SWARM));

@@ -42,8 +42,14 @@ pub fn hash_seed(cluster_id: &str) -> u32 {
 
 impl NodeMesh {
     /// Loads the programs (adopting pinned ones) and attaches them to the underlay, the ingress
-    /// bridge and the tasks' cgroup.
-    pub fn load(bpffs: &Path, node_id: &str, config: NodeConfig, task_cgroup: &Path) -> anyhow::Result<NodeMesh> {
+    /// bridge, the tasks' cgroup and the node's processes' cgroup.
+    pub fn load(
+        bpffs: &Path,
+        node_id: &str,
+        config: NodeConfig,
+        task_cgroup: &Path,
+        host_cgroup: &Path,
+    ) -> anyhow::Result<NodeMesh> {
         let pin_dir = mesh_ebpf::pin_dir(bpffs, node_id);
         let mut mesh =
             Mesh::load(&pin_dir, config).with_context(|| format!("load the mesh at {}", pin_dir.display()))?;
@@ -51,6 +57,8 @@ impl NodeMesh {
         mesh.attach_ingress_bridge(config.ingress_bridge_ifindex).context("attach to the ingress bridge")?;
         mesh.attach_cgroup(task_cgroup)
             .with_context(|| format!("attach to the task cgroup {}", task_cgroup.display()))?;
+        mesh.attach_host_cgroup(host_cgroup)
+            .with_context(|| format!("attach to the node's cgroup {} (--host-cgroup)", host_cgroup.display()))?;
         Ok(NodeMesh {
             node_id: node_id.to_string(),
             mesh: Mutex::new(mesh),

@@ -41,6 +41,9 @@ pub struct NodeNetwork {
     bpffs: Option<PathBuf>,
     /// The tasks' cgroup2 group, where the service-VIP socket programs attach.
     task_cgroup: PathBuf,
+    /// Where the host socket programs attach (`--host-cgroup`).
+    host_cgroup: PathBuf,
+    netns_cookie: u64,
     /// Loaded once the ingress network's bridge exists (the routing mesh forwards into it).
     mesh: tokio::sync::OnceCell<Arc<crate::node_mesh::NodeMesh>>,
     map: watch::Sender<Arc<NetworkMap>>,
@@ -81,6 +84,10 @@ impl NodeNetwork {
             data_root: core.data_root.clone(),
             bpffs: core.config.bpffs.clone(),
             task_cgroup: core.runtime()?.task_cgroup_parent().to_path_buf(),
+            host_cgroup: core.runtime()?.cgroup2_dir(core.config.host_cgroup.as_deref().unwrap_or(Path::new("/"))),
+            // Read once here, on a thread of the daemon's own namespace (task wiring enters
+            // other namespaces on threads of its own).
+            netns_cookie: mesh_ebpf::netns_cookie().context("read the node's network namespace cookie")?,
             mesh: tokio::sync::OnceCell::new(),
             map,
             overlay: tokio::sync::OnceCell::new(),
@@ -174,9 +181,16 @@ impl NodeNetwork {
             hash_seed: crate::node_mesh::hash_seed(&self.cluster_id),
             underlay_ifindex: overlay.underlay().ifindex,
             ingress_bridge_ifindex: bridge,
+            host_netns_cookie: self.netns_cookie,
         };
         let bpffs = mesh_ebpf::ensure_bpffs(&self.data_root, self.bpffs.as_deref())?;
-        let mesh = Arc::new(crate::node_mesh::NodeMesh::load(&bpffs, &self.node_id, config, &self.task_cgroup)?);
+        let mesh = Arc::new(crate::node_mesh::NodeMesh::load(
+            &bpffs,
+            &self.node_id,
+            config,
+            &self.task_cgroup,
+            &self.host_cgroup,
+        )?);
         tracing::info!(bpffs = %bpffs.display(), "routing mesh loaded");
         // Published before the wired tasks are read (in `attach_wired`, which `apply` runs next):
         // a task wired after that read sees the mesh in `wire` and attaches itself.

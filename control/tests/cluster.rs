@@ -30,10 +30,14 @@ fn node_addr() -> String {
 
 async fn node() -> Node {
     let dir = tempfile::tempdir().unwrap();
-    let daemon =
-        Daemon::start(DaemonConfig { data_root: dir.path().to_path_buf(), dns_upstreams: Vec::new(), bpffs: None })
-            .await
-            .unwrap();
+    let daemon = Daemon::start(DaemonConfig {
+        data_root: dir.path().to_path_buf(),
+        dns_upstreams: Vec::new(),
+        bpffs: None,
+        host_cgroup: None,
+    })
+    .await
+    .unwrap();
     Node { daemon, addr: node_addr(), _dir: dir }
 }
 
@@ -199,9 +203,14 @@ async fn raw_call(addr: &str, config: Arc<rustls::ClientConfig>, path: &'static 
 }
 
 async fn restart(n: &Node) -> Arc<Daemon> {
-    Daemon::start(DaemonConfig { data_root: n._dir.path().to_path_buf(), dns_upstreams: Vec::new(), bpffs: None })
-        .await
-        .unwrap()
+    Daemon::start(DaemonConfig {
+        data_root: n._dir.path().to_path_buf(),
+        dns_upstreams: Vec::new(),
+        bpffs: None,
+        host_cgroup: None,
+    })
+    .await
+    .unwrap()
 }
 
 async fn leader_of(n: &Arc<Daemon>) -> Option<String> {

@@ -13,5 +13,8 @@ const volatile __u32 node_addr = 0;
 /* ifindex of the underlay device and of the ingress-overlay bridge (redirect targets). */
 const volatile __u32 underlay_ifindex = 0;
 const volatile __u32 ingress_bridge_ifindex = 0;
+/* Cookie of the node's own network namespace (0: none): the host socket programs act only on
+ * sockets of that namespace, wherever in the cgroup tree they are attached. */
+const volatile __u64 host_netns_cookie = 0;
 
 #endif

@@ -18,6 +18,7 @@ mod testns;
 
 pub use bpffs::ensure_bpffs;
 pub use mesh::{pin_dir, Backend, Mesh, MeshError, NodeConfig, Proto, ServiceCounters, ServiceKey, PIN_LAYOUT_VERSION};
+pub use sys::netns_cookie;
 pub use tc::MeshStats;
 
 /// The VXLAN UDP port overlays use unless `swarm init --data-path-port` says otherwise.

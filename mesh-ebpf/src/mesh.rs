@@ -28,8 +28,10 @@ static SOCK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 pub(crate) static HOST_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/host.bpf.o"));
 pub(crate) static TASK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/task.bpf.o"));
 
-/// Socket-hook programs in `bpf/sock.bpf.c`.
+/// Socket-hook programs in `bpf/sock.bpf.c`: for tasks (VIPs), and for the node's own processes
+/// (its published ports on its address and on loopback).
 const SOCK_PROGRAMS: [&str; 3] = ["shoal_connect4", "shoal_sendmsg4", "shoal_recvmsg4"];
+const HOST_SOCK_PROGRAMS: [&str; 3] = ["shoal_host_connect4", "shoal_host_sendmsg4", "shoal_recvmsg4"];
 
 /// Layout version of the pinned maps; bump it whenever a shared type or map definition changes so
 /// a new agent never reuses maps with an old layout.
@@ -54,6 +56,9 @@ pub struct NodeConfig {
     pub underlay_ifindex: u32,
     /// The ingress-overlay bridge (where routed flows are sent).
     pub ingress_bridge_ifindex: u32,
+    /// The node's own network namespace ([`crate::netns_cookie`]); 0: the host socket programs
+    /// act on no socket.
+    pub host_netns_cookie: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -237,6 +242,7 @@ fn load_object(bytes: &[u8], object: &'static str, pin_dir: &Path, config: &Node
         .override_global("node_addr", &node_addr, true)
         .override_global("underlay_ifindex", &config.underlay_ifindex, true)
         .override_global("ingress_bridge_ifindex", &config.ingress_bridge_ifindex, true)
+        .override_global("host_netns_cookie", &config.host_netns_cookie, true)
         .load(bytes)
         .map_err(|source| MeshError::Load { object, source: Box::new(source) })
 }
@@ -249,14 +255,16 @@ impl Mesh {
             std::fs::create_dir_all(&dir).map_err(|source| MeshError::PinDir { path: dir.clone(), source })?;
         }
         let mut sock = load_object(SOCK_OBJECT, "sock.bpf.o", pin_dir, &config)?;
-        for name in SOCK_PROGRAMS {
+        let mut names = SOCK_PROGRAMS.to_vec();
+        names.extend(HOST_SOCK_PROGRAMS.into_iter().filter(|n| !SOCK_PROGRAMS.contains(n)));
+        for name in names {
+            let pin = pin_dir.join("progs").join(name);
             let program: &mut CgroupSockAddr = sock
                 .program_mut(name)
                 .ok_or(MeshError::MissingProgram(name))?
                 .try_into()
                 .map_err(|source| MeshError::Program { program: name, source })?;
             program.load().map_err(|source| MeshError::Program { program: name, source })?;
-            let pin = pin_dir.join("progs").join(name);
             let _ = std::fs::remove_file(&pin);
             program.pin(&pin).map_err(|e| MeshError::Pin {
                 what: name.to_string(),
@@ -329,10 +337,22 @@ impl Mesh {
     /// below) gets VIPs translated at connect/sendmsg time. Idempotent across restarts: an
     /// existing pinned link for this cgroup is switched to the new programs instead.
     pub fn attach_cgroup(&mut self, path: &Path) -> Result<(), MeshError> {
+        self.attach_sock_programs(path, SOCK_PROGRAMS)
+    }
+
+    /// Attaches the host socket programs to the cgroup2 directory `path`: processes in it (and
+    /// below) *in the node's network namespace* reach published ports on the node's address and
+    /// on loopback. Processes of other namespaces are left alone, so `path` may be the root of
+    /// the hierarchy. Idempotent like [`Mesh::attach_cgroup`].
+    pub fn attach_host_cgroup(&mut self, path: &Path) -> Result<(), MeshError> {
+        self.attach_sock_programs(path, HOST_SOCK_PROGRAMS)
+    }
+
+    fn attach_sock_programs(&mut self, path: &Path, programs: [&'static str; 3]) -> Result<(), MeshError> {
         let cgroup_err = |source| MeshError::Cgroup { path: path.to_path_buf(), source };
         let cgroup = File::open(path).map_err(cgroup_err)?;
         let inode = cgroup.metadata().map_err(cgroup_err)?.ino();
-        for name in SOCK_PROGRAMS {
+        for name in programs {
             let link_pin = self.pin_dir.join("links").join(format!("cgroup-{inode}-{name}"));
             let program: &mut CgroupSockAddr = self
                 .sock
@@ -460,6 +480,13 @@ impl Mesh {
         }
         state.backends = new;
         Ok(())
+    }
+
+    /// The kernel id of the Maglev map of `key` (tests: whether a change replaced it).
+    #[cfg(test)]
+    pub(crate) fn maglev_map_id(&self, key: ServiceKey) -> Option<u32> {
+        let (map, _) = self.state.get(&key.raw())?.tables.as_ref()?;
+        Some(map.info().ok()?.id())
     }
 
     fn forget_backend(&mut self, id: u32) -> Result<(), MeshError> {

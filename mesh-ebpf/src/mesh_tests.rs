@@ -6,7 +6,6 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::*;
 use crate::testns::{command_in_cgroup, in_sandbox, run, Sandbox};
@@ -21,6 +20,7 @@ fn config() -> NodeConfig {
         hash_seed: 0x5ee0a11,
         underlay_ifindex: 0,
         ingress_bridge_ifindex: 0,
+        host_netns_cookie: 0,
     }
 }
 
@@ -206,47 +206,87 @@ fn a_restarted_loader_adopts_maps_and_links_without_attaching_twice() {
         assert_eq!(connect_many(sandbox, 3), (3, 0));
         // Ids survive the restart: counters keep counting for the same backend.
         assert_eq!(mesh.counters().unwrap()[&vip_tcp()].backends[0].1.new_flows, 6);
-        let started = Instant::now();
+        // An adopted service is changed in place, like one this loader created.
+        let table = mesh.maglev_map_id(vip_tcp());
         mesh.set_service(vip_tcp(), &[Backend::new(B1, 8080)]).unwrap();
-        assert!(started.elapsed().as_millis() < 1000);
+        assert_eq!(mesh.maglev_map_id(vip_tcp()), table);
     });
 }
 
+/// A backend change rewrites the idle half of the service's own Maglev map and flips the
+/// generation in the service entry: the map-of-maps entry, whose replacement waits for an RCU
+/// grace period (~16 ms here), is written only when a service is created or outgrows its map.
+/// With 300 services around, the changed service keeps its map. (The time of a change at 1 and
+/// 10,000 services is measured by `cargo xtask bench mesh`, not asserted here.)
 #[test]
-fn a_backend_change_costs_the_same_whatever_the_number_of_services() {
+fn a_backend_change_rewrites_the_service_table_in_place() {
     const SERVICES: u32 = 300;
     in_sandbox(|sandbox| {
         let mut mesh = Mesh::load(&sandbox.pin_dir("node1"), config()).expect("load");
-        let started = Instant::now();
         for i in 0..SERVICES {
             let vip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 0)) + i);
             let key = ServiceKey::Vip { addr: vip, port: 80, proto: Proto::Tcp };
             mesh.set_service(key, &[Backend::new(B1, 8080)]).unwrap();
         }
-        let setup = started.elapsed();
         assert_eq!(mesh.service_count(), SERVICES as usize);
         let key = ServiceKey::Vip { addr: Ipv4Addr::new(10, 200, 0, 7), port: 80, proto: Proto::Tcp };
-        let mut times = Vec::new();
+        let table = mesh.maglev_map_id(key).expect("the service has a Maglev map");
         for round in 0..20 {
             let backends: &[Backend] = if round % 2 == 0 {
                 &[Backend::new(B1, 8080), Backend::new(B2, 8080)]
             } else {
                 &[Backend::new(B1, 8080)]
             };
-            let t = Instant::now();
             mesh.set_service(key, backends).unwrap();
-            times.push(t.elapsed());
+            assert_eq!(mesh.maglev_map_id(key), Some(table), "round {round} replaced the map");
         }
-        times.sort();
-        // A change rewrites the idle half of the service's Maglev map (one batch of 252 slots) and
-        // flips the generation in the service entry: no map-of-maps update, so no RCU grace
-        // period. Replacing the whole inner map, as before, cost ~16 ms median on this box
-        // (setting a service up still pays it once). The bound is loose on purpose: it only
-        // fails if a grace period creeps back into the path.
-        println!(
-            "{SERVICES} services set up in {setup:?}; one backend change: median {:?}, max {:?}",
-            times[10], times[19]
-        );
-        assert!(times[10].as_micros() < 4000, "median update {:?} is back near the old 16 ms", times[10]);
+        // Outgrowing the map's capacity (251 slots: 3 backends need a 307-slot table) replaces it.
+        let three: Vec<Backend> = (1..=3).map(|i| Backend::new(Ipv4Addr::new(10, 1, 0, i), 8080)).collect();
+        mesh.set_service(key, &three).unwrap();
+        assert_ne!(mesh.maglev_map_id(key), Some(table));
+    });
+}
+
+/// The node's own processes reach its published ports on its address and on loopback (`curl
+/// localhost:8080` on a node): the tc programs never see what the node sends itself, so the host
+/// socket programs pick the backend at connect/sendmsg time. A process of another network
+/// namespace in the same cgroup is left alone.
+#[test]
+fn the_node_reaches_its_published_ports_on_its_address_and_on_loopback() {
+    in_sandbox(|sandbox| {
+        for addr in ["10.1.0.1/32", "10.1.0.2/32", "198.18.0.1/32"] {
+            run("ip", &["addr", "add", addr, "dev", "lo"]);
+        }
+        let _b1 = TcpBackend::start(B1, 8080, "b1");
+        let _b2 = TcpBackend::start(B2, 8080, "b2");
+        udp_backend(B1, 5353, "b1");
+        let config = NodeConfig { host_netns_cookie: crate::netns_cookie().unwrap(), ..config() };
+        let mut mesh = Mesh::load(&sandbox.pin_dir("node1"), config).expect("load");
+        mesh.attach_host_cgroup(&sandbox.cgroup).expect("attach");
+        let tcp = ServiceKey::Published { port: 8080, proto: Proto::Tcp };
+        mesh.set_service(tcp, &[Backend::new(B1, 8080), Backend::new(B2, 8080)]).unwrap();
+        mesh.set_service(ServiceKey::Published { port: 5300, proto: Proto::Udp }, &[Backend::new(B1, 5353)]).unwrap();
+
+        for host in ["198.18.0.1", "127.0.0.1"] {
+            let script = format!(
+                "import socket\nfor i in range(40):\n  s=socket.create_connection(('{host}',8080),timeout=5)\n  print(s.recv(16).decode())\n  s.close()\n"
+            );
+            let out = python_in_cgroup(sandbox, &script);
+            let (b1, b2) = (out.lines().filter(|l| *l == "b1").count(), out.lines().filter(|l| *l == "b2").count());
+            assert_eq!(b1 + b2, 40, "{host}: {out}");
+            assert!(b1 >= 5 && b2 >= 5, "{host}: 40 connections should reach both backends: b1={b1} b2={b2}");
+        }
+        // Unconnected UDP: the answer seems to come from the address and port the client used.
+        let udp = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(5)\n\
+                   s.sendto(b'hi',('127.0.0.1',5300))\nd,a=s.recvfrom(64)\nprint(d.decode(),a[0],a[1])\n";
+        assert_eq!(python_in_cgroup(sandbox, udp).trim(), "b1 127.0.0.1 5300");
+        // A port that is not published is untouched (nothing listens there).
+        let refused = "import socket\ntry:\n  socket.create_connection(('127.0.0.1',8081),timeout=2)\n  print('connected')\nexcept OSError:\n  print('failed')\n";
+        assert_eq!(python_in_cgroup(sandbox, refused).trim(), "failed");
+        // Another network namespace in the same cgroup: its loopback is its own.
+        let script = "import socket\ntry:\n  s=socket.create_connection(('127.0.0.1',8080),timeout=2)\n  print(s.recv(16).decode())\nexcept OSError:\n  print('failed')\n";
+        let out = command_in_cgroup("unshare", &sandbox.cgroup).args(["-n", "python3", "-c", script]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "failed", "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(mesh.counters().unwrap()[&tcp].service.new_flows, 80);
     });
 }

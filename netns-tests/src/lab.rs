@@ -227,6 +227,14 @@ impl Lab {
         for ns in netns::list()?.iter().filter(|n| n.starts_with(&format!("{prefix}-"))) {
             netns::kill_all(ns);
         }
+        // The nodes' host cgroups are named after their namespaces (`/shoal-lab/<prefix>-n<i>`).
+        if let Ok(groups) = tasks::cgroup2_mount(dir).map(|m| m.join("shoal-lab")) {
+            for group in std::fs::read_dir(&groups).into_iter().flatten().flatten() {
+                if group.file_name().to_string_lossy().starts_with(&format!("{prefix}-")) {
+                    tasks::kill_and_remove_cgroup(&group.path());
+                }
+            }
+        }
         for problem in tasks::reap_lab_dir(dir) {
             eprintln!("netns-tests: {problem}");
         }
@@ -263,6 +271,9 @@ impl Drop for Lab {
         }
         for ns in &self.created_ns {
             netns::kill_all(ns);
+        }
+        for node in &self.nodes {
+            node.remove_host_cgroup();
         }
         for problem in tasks::reap_lab_dir(&self.dir) {
             eprintln!("netns-tests: {problem}");

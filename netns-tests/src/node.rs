@@ -84,6 +84,43 @@ impl Node {
         &self.ns
     }
 
+    /// The cgroup2 group of the node's own processes (`--host-cgroup`), as a hierarchy path: the
+    /// mesh serves published ports on the node's address and on loopback to processes in it.
+    pub fn host_cgroup(&self) -> String {
+        format!("/shoal-lab/{}", self.ns)
+    }
+
+    /// That group's directory in this mount namespace, created if needed.
+    fn host_cgroup_dir(&self) -> PathBuf {
+        let lab_dir = self.data_root.parent().and_then(Path::parent).expect("data root is <lab>/node<i>/data");
+        let mount = crate::tasks::cgroup2_mount(lab_dir).expect("find or mount the cgroup2 hierarchy");
+        let dir = mount.join(self.host_cgroup().trim_start_matches('/'));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        dir
+    }
+
+    /// Runs `script` with `sh -c` as a process of the node itself: in its network namespace and
+    /// its host cgroup, like `curl localhost:8080` typed on a Swarm node.
+    #[track_caller]
+    pub fn host_sh(&self, script: &str) -> CmdOutput {
+        let enter = format!(
+            "echo $$ > {}/cgroup.procs && exec nsenter --net=/run/netns/{} -- sh -c \"$0\"",
+            self.host_cgroup_dir().display(),
+            self.ns
+        );
+        let mut c = Command::new("sh");
+        c.args(["-c", &enter, script]);
+        crate::cmd::run_timeout(&mut c, CLI_TIMEOUT)
+    }
+
+    /// Kills what runs in the node's host cgroup and removes it (lab teardown).
+    pub(crate) fn remove_host_cgroup(&self) {
+        let lab_dir = self.data_root.parent().and_then(Path::parent).expect("data root is <lab>/node<i>/data");
+        if let Ok(mount) = crate::tasks::cgroup2_mount(lab_dir) {
+            crate::tasks::kill_and_remove_cgroup(&mount.join(self.host_cgroup().trim_start_matches('/')));
+        }
+    }
+
     /// Where the daemon's bpf filesystem is mounted (`--bpffs`).
     pub fn bpffs(&self) -> PathBuf {
         self.data_root.with_file_name("bpffs")
@@ -136,6 +173,8 @@ impl Node {
         assert!(slot.is_none(), "{}: daemon already running", self.hostname);
         std::fs::create_dir_all(&self.data_root).expect("create data root");
         let bpffs = self.ensure_bpffs();
+        self.host_cgroup_dir();
+        let host_cgroup = self.host_cgroup();
         let mut log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open daemon log");
         let _ = writeln!(log, "--- netns-tests: starting `shoal daemon` in {} ---", self.ns);
         let log_err = log.try_clone().expect("clone log fd");
@@ -152,6 +191,8 @@ impl Node {
             .arg(&self.data_root)
             .arg("--bpffs")
             .arg(&bpffs)
+            .arg("--host-cgroup")
+            .arg(host_cgroup)
             .arg("-H")
             .arg(self.host_url())
             .args(&extra)

@@ -274,6 +274,29 @@ impl Hierarchy {
 }
 
 /// The mount point of a whole hierarchy (root `/`) in a mountinfo text.
+/// The cgroup2 hierarchy in this mount namespace: the host's mount, else one of the lab's own
+/// under `lab_dir` (which lab teardown unmounts).
+pub(crate) fn cgroup2_mount(lab_dir: &Path) -> std::io::Result<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    if let Some(at) = find_hierarchy(&mountinfo, &Hierarchy::V2) {
+        return Ok(at);
+    }
+    let at = lab_dir.join(".cgroup2");
+    std::fs::create_dir_all(&at)?;
+    mount_hierarchy(&at, &Hierarchy::V2)?;
+    Ok(at)
+}
+
+/// Kills what runs in the cgroup2 group `dir` and removes it (a lab node's host group).
+pub(crate) fn kill_and_remove_cgroup(dir: &Path) {
+    kill_cgroup(dir);
+    // Killed processes leave the group asynchronously; rmdir succeeds once it is empty.
+    let removed = try_poll_until(REAP_TIMEOUT, || remove_cgroup(dir).then_some(()).ok_or("busy"));
+    if removed.is_err() {
+        eprintln!("netns-tests: cannot remove the cgroup {}", dir.display());
+    }
+}
+
 fn find_hierarchy(mountinfo: &str, wanted: &Hierarchy) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;

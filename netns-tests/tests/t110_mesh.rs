@@ -345,3 +345,38 @@ fn one_client_port_through_two_nodes_keeps_both_connections() {
 fn remapped_ports(lab: &Lab) -> u64 {
     (1..=3).map(|i| lab.node(i).api_get("/shoal/mesh")["Stats"]["ClientPortsRemapped"].as_u64().unwrap_or(0)).sum()
 }
+
+/// A node's own processes reach a published port on the node's address and on localhost (`curl
+/// localhost:8080` on a Swarm node), spread over every task: the tc programs never see what a
+/// node sends itself, so the node's socket programs pick the backend at connect time.
+#[test]
+fn a_node_reaches_published_ports_on_its_own_address_and_on_localhost() {
+    let lab = lab();
+    lab.node(1)
+        .service(&["create", "-d", "--name", "selfie", "--replicas", "3", "-p", "8095:80", "shoal/echo", "--http"])
+        .assert_ok();
+    let tasks = lab.wait_converged(1, "selfie", 3);
+    let want = names(&tasks, "selfie");
+    let node = lab.node(2);
+    for host in [node.addr().to_string(), "127.0.0.1".to_string()] {
+        let script =
+            format!("for i in $(seq {PER_NODE}); do curl -s -m 2 http://{host}:8095/ || echo failed; echo; done");
+        let seen = poll_until(SHORT, &format!("node2's own requests to {host}:8095 to reach every task"), || {
+            let out = node.host_sh(&script);
+            let replies: Vec<_> = out
+                .stdout
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| netns_tests::mesh::Reply::parse(l).ok_or_else(|| l.to_string()))
+                .collect();
+            let answered: BTreeSet<String> = replies.iter().flatten().map(|r| r.task.clone()).collect();
+            let failed: Vec<&String> = replies.iter().filter_map(|r| r.as_ref().err()).collect();
+            if failed.is_empty() && replies.len() == PER_NODE && answered == want {
+                Ok(answered)
+            } else {
+                Err(format!("{} replies, failed {failed:?}, answered by {answered:?}", replies.len()))
+            }
+        });
+        assert_eq!(seen, want);
+    }
+}

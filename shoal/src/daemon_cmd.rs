@@ -33,6 +33,9 @@ pub struct DaemonArgs {
     /// A mounted bpf filesystem for the routing mesh's pins (default: /sys/fs/bpf)
     #[arg(long = "bpffs", value_name = "DIR")]
     pub bpffs: Option<PathBuf>,
+    /// cgroup2 group (path in the hierarchy) whose processes reach published ports on this node's own address and on localhost (default: /, every process)
+    #[arg(long = "host-cgroup", value_name = "PATH")]
+    pub host_cgroup: Option<PathBuf>,
 }
 
 /// Where the API listens.
@@ -68,6 +71,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         data_root: args.data_root.clone(),
         dns_upstreams: args.dns_upstreams.clone(),
         bpffs: args.bpffs.clone(),
+        host_cgroup: args.host_cgroup.clone(),
     };
     let daemon = Daemon::start(config)
         .await

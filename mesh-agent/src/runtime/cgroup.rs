@@ -2,7 +2,8 @@
 //!
 //! Tasks are grouped in cgroup v2 under `shoal/<task id>`: one directory holds the whole process
 //! tree and `cgroup.kill` ends it. Where /sys/fs/cgroup is still v1 (as on the CI machine) the
-//! runtime mounts a cgroup2 hierarchy under its own root. A controller can be bound to only one
+//! runtime uses the hybrid layout's /sys/fs/cgroup/unified, or else mounts a cgroup2 hierarchy
+//! under its own root. A controller can be bound to only one
 //! hierarchy at a time, though, so on such hosts `memory` and `cpu` are missing from v2: the limits
 //! then go into `shoal/<task id>` of that controller's v1 hierarchy, as runc does on hybrid hosts.
 //! When the agent's mount namespace hides /sys/fs/cgroup (`ip netns exec` remounts /sys) the
@@ -23,6 +24,7 @@ const CPU_PERIOD_US: i64 = 100_000;
 /// Where the runtime creates task groups.
 #[derive(Clone, Debug)]
 pub(crate) struct Cgroups {
+    v2_mount: PathBuf,
     v2_parent: PathBuf,
     v2_memory: bool,
     v2_cpu: bool,
@@ -40,12 +42,16 @@ pub(crate) struct TaskCgroup {
 impl Cgroups {
     /// Finds or mounts the hierarchies and creates the `shoal` parent groups.
     pub(crate) fn setup(root: &Path) -> io::Result<Cgroups> {
-        let v2_mount = if is_fs(Path::new("/sys/fs/cgroup"), CGROUP2_SUPER_MAGIC) {
-            PathBuf::from("/sys/fs/cgroup")
-        } else {
-            let at = root.join("cgroup2");
-            ensure_mounted(&at, "cgroup2", None, CGROUP2_SUPER_MAGIC)?;
-            at
+        // The host's own mount first (unified, or the hybrid layout's `unified`): a mount of our
+        // own in a shared mount namespace would outlive the agent (and its data root).
+        let host = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"].into_iter().map(PathBuf::from);
+        let v2_mount = match host.into_iter().find(|p| is_fs(p, CGROUP2_SUPER_MAGIC)) {
+            Some(mounted) => mounted,
+            None => {
+                let at = root.join("cgroup2");
+                ensure_mounted(&at, "cgroup2", None, CGROUP2_SUPER_MAGIC)?;
+                at
+            }
         };
         let available = read_words(&v2_mount.join("cgroup.controllers"));
         let wanted: Vec<&str> =
@@ -66,7 +72,12 @@ impl Cgroups {
         let v2_cpu = enabled.iter().any(|c| c == "cpu");
         let v1_memory = if v2_memory { None } else { v1_parent(root, "memory")? };
         let v1_cpu = if v2_cpu { None } else { v1_parent(root, "cpu")? };
-        Ok(Cgroups { v2_parent, v2_memory, v2_cpu, v1_memory, v1_cpu })
+        Ok(Cgroups { v2_mount, v2_parent, v2_memory, v2_cpu, v1_memory, v1_cpu })
+    }
+
+    /// Where the cgroup2 hierarchy is mounted (its root group) in this mount namespace.
+    pub(crate) fn v2_mount(&self) -> &Path {
+        &self.v2_mount
     }
 
     /// The cgroup2 group every task of this runtime lives under.

@@ -162,6 +162,12 @@ impl Runtime {
         &self.inner.root
     }
 
+    /// The directory of cgroup2 group `path` (a path in the hierarchy, as /proc/<pid>/cgroup
+    /// shows it: `/` is the root) in this mount namespace.
+    pub fn cgroup2_dir(&self, path: &Path) -> PathBuf {
+        self.inner.cgroups.v2_mount().join(path.strip_prefix("/").unwrap_or(path))
+    }
+
     /// The cgroup2 group all tasks of this runtime live in (one per node): where the node's
     /// socket-level service VIP programs attach.
     pub fn task_cgroup_parent(&self) -> &Path {

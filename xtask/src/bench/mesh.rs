@@ -3,8 +3,9 @@
 //! `iperf3 -s` task on node2, the same client measurements run over four paths, interleaved in
 //! the same run:
 //!
-//! - **direct**: from node1's namespace straight to the task on node2 (its ingress-network
-//!   address): no load balancer, the same VXLAN hop most balanced flows take;
+//! - **direct**: from the same outside client, routed through node1 (plain IP forwarding, a route
+//!   to the ingress subnet via node1) to the task on node2: no load balancer, the same hops and
+//!   the same VXLAN crossing as a balanced flow to a remote task;
 //! - **mesh**: from an outside client namespace on the lab bridge to node1's published port
 //!   (eBPF, Maglev, no SNAT);
 //! - **nft DNAT**: the same client to another port of node1, where an nftables table in node1's
@@ -17,6 +18,12 @@
 //! throughput (1 stream), and machine-wide busy CPU per keep-alive request from /proc/stat
 //! (noisy: everything else on the machine counts too). Each figure is the median of [`RUNS`]
 //! runs; the table gives each path ÷ direct. Reported, never asserted.
+//!
+//! Scale, in the kernel without the lab: the `mesh-ebpf` test
+//! `scale_figures_with_one_and_ten_thousand_services` (release build) times a new flow's first
+//! packet, an established flow's packet and one backend change with 1 and with 10,000 published
+//! services through BPF_PROG_TEST_RUN, and `cost_per_packet_of_each_program` each program's
+//! cost; their printed figures go into the same section.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -73,8 +80,9 @@ struct Samples {
 pub fn mesh(debug: bool) -> anyhow::Result<()> {
     crate::require_root("bench mesh")?;
     crate::deps::ensure(&[TOOLS])?;
+    let scale = scale_figures(debug)?;
     let samples = super::in_lab("mesh", 3, debug, measure)?;
-    let report = render(&samples, if debug { "debug" } else { "release" });
+    let report = render(&samples, &scale, if debug { "debug" } else { "release" });
     println!("\n{report}");
     let doc = doc_path();
     write_section(&doc, "mesh", &report)?;
@@ -116,11 +124,14 @@ fn measure(lab: &Lab) -> BTreeMap<&'static str, Samples> {
     let nft = Nft::install(&entry, node1.addr(), &web_ips, iperf_ip);
     let _haproxy = Haproxy::start(lab, node1.addr(), &web_ips, iperf_ip);
     let client = lab.mesh_client();
+    // The direct path: the client routes the ingress subnet through node1, which forwards.
+    let (subnet, len) = netns_tests::overlay::subnet(&lab.inspect_network(1, "ingress"));
+    client.cmd(&["ip", "route", "add", &format!("{subnet}/{len}"), "via", &node1.addr().to_string()]).assert_ok();
     let at = |port| SocketAddrV4::new(node1.addr(), port);
     let paths = [
         Path {
             name: PATHS[0],
-            client: entry.clone(),
+            client: client.netns().clone(),
             http: SocketAddrV4::new(ingress_ip(on_node2), 80),
             iperf: SocketAddrV4::new(iperf_ip, IPERF),
         },
@@ -346,7 +357,98 @@ fn median(s: &[f64]) -> f64 {
 
 type Figure = (&'static str, fn(&Samples) -> &Vec<f64>, fn(f64) -> String);
 
-fn render(samples: &BTreeMap<&'static str, Samples>, profile: &str) -> String {
+/// What the two `mesh-ebpf` tests printed (see the module doc).
+#[derive(Default)]
+struct Scale {
+    /// One service; 10,000 with the same traffic; 10,000 with new flows spread over all.
+    first_packet_ns: [u64; 3],
+    established_ns: [u64; 2],
+    backend_change_ns: [u64; 2],
+    setup_10k_ms: u64,
+    /// `(program, row, ns)` of `cost_per_packet_of_each_program`.
+    per_program: Vec<(String, String, u64)>,
+}
+
+/// Runs the two `mesh-ebpf` tests that print the in-kernel figures and reads what they printed.
+fn scale_figures(debug: bool) -> anyhow::Result<Scale> {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(netns_tests::binary::workspace_root()).args(["test", "-p", "mesh-ebpf", "--lib"]);
+    if !debug {
+        cmd.arg("--release");
+    }
+    cmd.args([
+        "--",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+        "tc::tests::scale_figures_with_one_and_ten_thousand_services",
+        "tc::tests::cost_per_packet_of_each_program",
+    ]);
+    eprintln!("xtask: {cmd:?}");
+    let out = cmd.output().context("run cargo test -p mesh-ebpf")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "the mesh-ebpf scale tests failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_scale(&stdout)
+}
+
+fn parse_scale(stdout: &str) -> anyhow::Result<Scale> {
+    let line = stdout.lines().find_map(|l| l.strip_prefix("mesh-scale ")).context("no `mesh-scale` line printed")?;
+    let json: serde_json::Value = serde_json::from_str(line).with_context(|| format!("bad mesh-scale line {line}"))?;
+    let nums = |k: &str| -> Vec<u64> {
+        json[k].as_array().map(|a| a.iter().filter_map(|v| v.as_u64()).collect()).unwrap_or_default()
+    };
+    let (first, established, change) = (nums("first_packet_ns"), nums("established_ns"), nums("backend_change_ns"));
+    anyhow::ensure!(
+        first.len() == 3 && established.len() == 2 && change.len() == 2,
+        "incomplete mesh-scale line {line}"
+    );
+    let per_program = stdout
+        .lines()
+        .filter_map(|l| {
+            let (head, _) = l.split_once(" ns/packet")?;
+            let (rest, ns) = head.trim_end().rsplit_once(' ')?;
+            let (program, row) = rest.split_once(' ')?;
+            Some((program.to_string(), row.trim().to_string(), ns.trim().parse().ok()?))
+        })
+        .collect();
+    Ok(Scale {
+        first_packet_ns: [first[0], first[1], first[2]],
+        established_ns: [established[0], established[1]],
+        backend_change_ns: [change[0], change[1]],
+        setup_10k_ms: json["setup_10k_ms"].as_u64().unwrap_or_default(),
+        per_program,
+    })
+}
+
+fn render_scale(scale: &Scale) -> String {
+    let [f1, f10k, spread] = scale.first_packet_ns;
+    let [e1, e10k] = scale.established_ns;
+    let [c1, c10k] = scale.backend_change_ns;
+    let ratio = |a: u64, b: u64| b as f64 / a.max(1) as f64;
+    let mut t = String::from("| figure (in the kernel, median) | 1 service | 10,000 services |\n|---|---|---|\n");
+    t += &format!(
+        "| new flow, first packet (SYN: Maglev pick + 2 conntrack entries) | {f1} ns | {f10k} ns ({:.2}×) |\n",
+        ratio(f1, f10k)
+    );
+    t += &format!("| new flows spread over all 10,000 services | | {spread} ns ({:.2}×) |\n", ratio(f1, spread));
+    t += &format!("| packet of an established flow | {e1} ns | {e10k} ns ({:.2}×) |\n", ratio(e1, e10k));
+    t += &format!(
+        "| one backend change (`Mesh::set_service`) | {:.1} µs | {:.1} µs ({:.2}×) |\n",
+        c1 as f64 / 1e3,
+        c10k as f64 / 1e3,
+        ratio(c1, c10k)
+    );
+    t += &format!("| setting up 10,000 services one by one | | {:.1} s |\n", scale.setup_10k_ms as f64 / 1e3);
+    let programs: String =
+        scale.per_program.iter().map(|(p, row, ns)| format!("| `{p}` | {row} | {ns} ns |\n")).collect();
+    format!("{t}\nPer program and packet (one service, median of single test runs):\n\n| program | packet | cost |\n|---|---|---|\n{programs}")
+}
+
+fn render(samples: &BTreeMap<&'static str, Samples>, scale: &Scale, profile: &str) -> String {
     let figures: [Figure; 8] = [
         ("HTTP keep-alive requests", |s| &s.keepalive_rate, |v| format!("{v:.0} /s")),
         ("keep-alive p50", |s| &s.keepalive_p50, |v| format!("{v:.3} ms")),
@@ -384,18 +486,22 @@ fn render(samples: &BTreeMap<&'static str, Samples>, profile: &str) -> String {
     format!(
         "### Routing mesh against nftables DNAT and HAProxy\n\n\
          Command: `sudo cargo xtask bench mesh` ({profile} build) · {}, a 3-node netns lab, 3 `shoal/echo --http` \
-         tasks (one per node) and an `iperf3 -s` task on node2. *direct*: from node1's namespace to the web task \
-         on node2 (no load balancer); *mesh*: from a client namespace on the lab bridge to node1's published port; \
+         tasks (one per node) and an `iperf3 -s` task on node2. *direct*: from a client namespace on the lab \
+         bridge, routed through node1 (IP forwarding, no load balancer) to the web task on node2; *mesh*: the \
+         same client to node1's published port; \
          *nft DNAT*: the same client to node1, where nftables does kube-proxy's `numgen random mod 3` verdict map \
          and masquerade; *HAProxy*: the same client to HAProxy `mode tcp` (round robin, 1 thread) in node1. The \
          balanced paths spread over all 3 tasks (2 of 3 flows cross VXLAN). Each phase runs {} s; iperf3 `-t \
          {IPERF_SECS} -O 1`, receiver's figure; ratios are to *direct* (for latencies and CPU, higher is worse). \
          CPU is /proc/stat busy time over the keep-alive phase divided by its requests: the whole machine, other \
-         work included. Not measured: 10,000 services (the lab's control plane and API are the limit, not the \
-         maps) and per-program cost through `kernel.bpf_stats_enabled` (a machine-wide sysctl outside the lab's \
-         namespaces, which the benchmarks do not change).\n\n{table}\nSamples:\n\n{lines}",
+         work included.\n\n{table}\n#### Scale: 1 and 10,000 services\n\nIn the kernel through \
+         BPF_PROG_TEST_RUN, no lab (`cargo test --release -p mesh-ebpf scale_figures cost_per_packet -- \
+         --nocapture`): 10,000 published ports of 3 backends each, 2,001 single runs per figure (a repeated run \
+         would time the rewritten packet, see the test). Not through `kernel.bpf_stats_enabled`: a machine-wide \
+         sysctl, which the benchmarks do not change.\n\n{}\nSamples:\n\n{lines}",
         machine(),
         PHASE.as_secs(),
+        render_scale(scale),
     )
 }
 
@@ -422,7 +528,20 @@ mod tests {
                 },
             );
         }
-        let r = render(&samples, "release");
+        let scale = parse_scale(
+            "shoal_underlay_ingress   established flow, DNAT             581 ns/packet (median of 2001 test runs)\n\
+             mesh-scale {\"first_packet_ns\":[1000,1100,3000],\"established_ns\":[500,550],\"backend_change_ns\":[90000,120000],\"setup_10k_ms\":107000}\n",
+        )
+        .unwrap();
+        let r = render(&samples, &scale, "release");
+        assert!(
+            r.contains(
+                "| new flow, first packet (SYN: Maglev pick + 2 conntrack entries) | 1000 ns | 1100 ns (1.10×) |"
+            ),
+            "{r}"
+        );
+        assert!(r.contains("| one backend change (`Mesh::set_service`) | 90.0 µs | 120.0 µs (1.33×) |"), "{r}");
+        assert!(r.contains("| `shoal_underlay_ingress` | established flow, DNAT | 581 ns |"), "{r}");
         assert!(r.contains("| figure (median of 5) | direct | mesh | nft DNAT | HAProxy |"), "{r}");
         assert!(
             r.contains("| HTTP keep-alive requests | 1000 /s | 500 /s (0.50×) | 333 /s (0.33×) | 250 /s (0.25×) |"),
