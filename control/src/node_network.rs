@@ -182,6 +182,7 @@ impl NodeNetwork {
             underlay_ifindex: overlay.underlay().ifindex,
             ingress_bridge_ifindex: bridge,
             host_netns_cookie: self.netns_cookie,
+            flow_table_entries: mesh_ebpf::flow_table_entries_here(),
         };
         let bpffs = mesh_ebpf::ensure_bpffs(&self.data_root, self.bpffs.as_deref())?;
         let mesh = Arc::new(crate::node_mesh::NodeMesh::load(
@@ -191,7 +192,7 @@ impl NodeNetwork {
             &self.task_cgroup,
             &self.host_cgroup,
         )?);
-        tracing::info!(bpffs = %bpffs.display(), "routing mesh loaded");
+        tracing::info!(bpffs = %bpffs.display(), flow_entries = config.flow_table_entries, "routing mesh loaded");
         // Published before the wired tasks are read (in `attach_wired`, which `apply` runs next):
         // a task wired after that read sees the mesh in `wire` and attaches itself.
         Ok(Some(self.mesh.get_or_init(|| async { mesh }).await.clone()))

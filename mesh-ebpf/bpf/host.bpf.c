@@ -20,9 +20,16 @@ char LICENSE[] SEC("license") = "GPL";
 DEFINE_PARSER(parse_skb, struct __sk_buff, bpf_skb_load_bytes)
 DEFINE_PARSER(parse_xdp, struct xdp_md, bpf_xdp_load_bytes)
 
-static __always_inline void count_packet(__u32 svc_id, __u32 len)
+/* Packets and bytes of routed flows, both directions, per service and per backend (per-CPU
+ * counters: no atomics on the hot path). */
+static __always_inline void count_packet(__u32 svc_id, __u32 backend_id, __u32 len)
 {
 	struct counters *c = bpf_map_lookup_elem(&svc_counters, &svc_id);
+	if (c) {
+		c->packets += 1;
+		c->bytes += len;
+	}
+	c = bpf_map_lookup_elem(&backend_counters, &backend_id);
 	if (c) {
 		c->packets += 1;
 		c->bytes += len;
@@ -142,7 +149,7 @@ int shoal_underlay_ingress(struct __sk_buff *skb)
 		count_new_flow(svc_id, backend_id);
 		count_stat(SHOAL_STAT_NEW_FLOW);
 	}
-	count_packet(svc_id, skb->len);
+	count_packet(svc_id, backend_id, skb->len);
 	if (nat_rewrite(skb, &p, 1, nat_addr, nat_port))
 		return rewrite_failed();
 	return bpf_redirect_neigh(ingress_bridge_ifindex, NULL, 0, 0);
@@ -165,6 +172,7 @@ int shoal_bridge_ingress(struct __sk_buff *skb)
 		count_stat(SHOAL_STAT_ICMP_TRANSLATED);
 	} else {
 		ct_touch(ct, &p, bpf_ktime_get_ns());
+		count_packet(ct->svc_id, ct->backend_id, skb->len);
 		if (nat_rewrite(skb, &p, 0, addr, port))
 			return rewrite_failed();
 		count_stat(SHOAL_STAT_REPLY);

@@ -17,7 +17,10 @@ pub mod types;
 mod testns;
 
 pub use bpffs::ensure_bpffs;
-pub use mesh::{pin_dir, Backend, Mesh, MeshError, NodeConfig, Proto, ServiceCounters, ServiceKey, PIN_LAYOUT_VERSION};
+pub use mesh::{
+    flow_table_entries, flow_table_entries_here, pin_dir, Backend, Mesh, MeshError, NodeConfig, Proto, ServiceCounters,
+    ServiceKey, PIN_LAYOUT_VERSION,
+};
 pub use sys::netns_cookie;
 pub use tc::MeshStats;
 
@@ -34,6 +37,15 @@ pub fn overlay_mtu(underlay_mtu: u32) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn flow_tables_grow_with_memory_within_bounds() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(super::flow_table_entries(GIB), 65_536);
+        assert_eq!(super::flow_table_entries(8 * GIB), 131_072);
+        assert_eq!(super::flow_table_entries(24 * GIB), 524_288);
+        assert_eq!(super::flow_table_entries(1024 * GIB), 4_194_304);
+    }
+
     #[test]
     fn overlay_mtu_leaves_room_for_vxlan() {
         assert_eq!(super::overlay_mtu(1500), 1450);

@@ -59,6 +59,9 @@ pub struct NodeConfig {
     /// The node's own network namespace ([`crate::netns_cookie`]); 0: the host socket programs
     /// act on no socket.
     pub host_netns_cookie: u64,
+    /// Entries of the per-flow maps ([`flow_table_entries_here`]); 0: the compiled defaults.
+    /// Pinned maps keep the size they were created with.
+    pub flow_table_entries: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -233,9 +236,35 @@ fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, map: &'st
     T::try_from(raw).map_err(map_err(map))
 }
 
+/// Entries of the per-flow maps (`conntrack`, `return_macs`, `reply_sources`) for a node with
+/// `memory_bytes` of RAM: 0.25 % of it at ~96 B per entry (key, value and the kernel's element
+/// overhead), rounded down to a power of two, between 65,536 and 4,194,304 (8 GiB: 131,072;
+/// 24 GiB: 524,288). The maps are LRU: when full, the least recently used flows go, and a flow
+/// that lost its entries is picked again by Maglev, to the same backend while the set is the same.
+pub fn flow_table_entries(memory_bytes: u64) -> u32 {
+    let wanted = (memory_bytes / 400 / 96).clamp(1 << 16, 1 << 22);
+    1 << (63 - wanted.leading_zeros())
+}
+
+/// [`flow_table_entries`] for this machine (MemTotal of /proc/meminfo; the compiled default of
+/// 262,144 when it cannot be read).
+pub fn flow_table_entries_here() -> u32 {
+    let kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines().find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+    });
+    kib.map(|k| flow_table_entries(k * 1024)).unwrap_or(1 << 18)
+}
+
 fn load_object(bytes: &[u8], object: &'static str, pin_dir: &Path, config: &NodeConfig) -> Result<Ebpf, MeshError> {
     let node_addr = ip_to_be(config.node_addr);
-    EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    if config.flow_table_entries != 0 {
+        for map in ["conntrack", "return_macs", "reply_sources"] {
+            loader.map_max_entries(map, config.flow_table_entries);
+        }
+        loader.map_max_entries("port_remaps", (config.flow_table_entries / 4).max(1 << 14));
+    }
+    loader
         // Without it, pinned-by-name maps would land in the host-wide bpffs root.
         .default_map_pin_directory(pin_dir)
         .override_global("hash_seed", &config.hash_seed, true)

@@ -21,6 +21,7 @@ fn config() -> NodeConfig {
         underlay_ifindex: 0,
         ingress_bridge_ifindex: 0,
         host_netns_cookie: 0,
+        flow_table_entries: 0,
     }
 }
 

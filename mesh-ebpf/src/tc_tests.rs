@@ -49,6 +49,7 @@ fn config() -> NodeConfig {
         underlay_ifindex: UNDERLAY_IFINDEX,
         ingress_bridge_ifindex: BRIDGE_IFINDEX,
         host_netns_cookie: 0,
+        flow_table_entries: 0,
     }
 }
 
@@ -260,8 +261,13 @@ fn a_syn_to_a_published_port_is_sent_to_a_backend_and_its_reply_comes_back_from_
         let stats = mesh.mesh_stats().unwrap();
         assert_eq!((stats.new_flows, stats.replies_translated), (2, 1));
         let counters = mesh.counters().unwrap();
-        assert_eq!(counters[&published_tcp()].service.new_flows, 1);
-        assert_eq!(counters[&published_tcp()].service.packets, 1);
+        // Packets and bytes of both directions, per service and per backend (`shoal mesh`).
+        let both = (syn.build().len() + reply.build().len()) as u64;
+        let tcp = &counters[&published_tcp()];
+        assert_eq!((tcp.service.new_flows, tcp.service.packets, tcp.service.bytes), (1, 2, both));
+        assert_eq!(tcp.backends.len(), 1);
+        assert_eq!(tcp.backends[0].0, (T1, 80));
+        assert_eq!((tcp.backends[0].1.new_flows, tcp.backends[0].1.packets, tcp.backends[0].1.bytes), (1, 2, both));
     });
 }
 

@@ -1,17 +1,18 @@
 //! `cargo xtask bench mesh`: what the routing mesh costs against the load balancers people would
 //! use instead. On a 3-node lab with 3 `shoal/echo --http` tasks (one per node) and one
-//! `iperf3 -s` task on node2, the same client measurements run over four paths, interleaved in
+//! `iperf3 -s` task on node2, the same client measurements run over four paths (each from an
+//! outside client namespace of its own), interleaved in
 //! the same run:
 //!
-//! - **direct**: from the same outside client, routed through node1 (plain IP forwarding, a route
-//!   to the ingress subnet via node1) to the task on node2: no load balancer, the same hops and
-//!   the same VXLAN crossing as a balanced flow to a remote task;
+//! - **direct**: from an outside client like the others (its own address), routed through node1
+//!   (plain IP forwarding, a route to the ingress subnet via node1) to the task on node2: no load
+//!   balancer, the same hops and the same VXLAN crossing as a balanced flow to a remote task;
 //! - **mesh**: from an outside client namespace on the lab bridge to node1's published port
 //!   (eBPF, Maglev, no SNAT);
-//! - **nft DNAT**: the same client to another port of node1, where an nftables table in node1's
+//! - **nft DNAT**: to another port of node1, where an nftables table in node1's
 //!   namespace does what kube-proxy's nftables mode does (`numgen random mod N` into a verdict map
 //!   of per-endpoint `dnat` chains) plus masquerade, so replies come back through node1;
-//! - **HAProxy**: the same client to HAProxy `mode tcp` (round robin) in node1's namespace.
+//! - **HAProxy**: to HAProxy `mode tcp` (round robin) in node1's namespace.
 //!
 //! Figures: HTTP requests per second on one keep-alive connection and their p50/p99 latency,
 //! new connections per second (connect, request, answer, close) and their p50/p99, iperf3 bulk
@@ -123,21 +124,33 @@ fn measure(lab: &Lab) -> BTreeMap<&'static str, Samples> {
     let entry = Netns::node(node1);
     let nft = Nft::install(&entry, node1.addr(), &web_ips, iperf_ip);
     let _haproxy = Haproxy::start(lab, node1.addr(), &web_ips, iperf_ip);
+    // A client namespace (and address) per path. The mesh keeps client addresses, so a mesh flow
+    // and a flow of another path from the same ip:port to the same task would be one 4-tuple;
+    // and the entry node's conntrack keeps a closed mesh flow's entries until the LRU evicts
+    // them, which would take the other path's replies for the mesh's (see SPECIFICATION.md).
+    let direct = lab.mesh_client();
     let client = lab.mesh_client();
-    // The direct path: the client routes the ingress subnet through node1, which forwards.
+    let nft_client = lab.mesh_client();
+    let haproxy_client = lab.mesh_client();
+    // The direct path routes the ingress subnet through node1, which forwards.
     let (subnet, len) = netns_tests::overlay::subnet(&lab.inspect_network(1, "ingress"));
-    client.cmd(&["ip", "route", "add", &format!("{subnet}/{len}"), "via", &node1.addr().to_string()]).assert_ok();
+    direct.cmd(&["ip", "route", "add", &format!("{subnet}/{len}"), "via", &node1.addr().to_string()]).assert_ok();
     let at = |port| SocketAddrV4::new(node1.addr(), port);
     let paths = [
         Path {
             name: PATHS[0],
-            client: client.netns().clone(),
+            client: direct.netns().clone(),
             http: SocketAddrV4::new(ingress_ip(on_node2), 80),
             iperf: SocketAddrV4::new(iperf_ip, IPERF),
         },
         Path { name: PATHS[1], client: client.netns().clone(), http: at(HTTP_MESH), iperf: at(IPERF) },
-        Path { name: PATHS[2], client: client.netns().clone(), http: at(HTTP_NFT), iperf: at(IPERF_NFT) },
-        Path { name: PATHS[3], client: client.netns().clone(), http: at(HTTP_HAPROXY), iperf: at(IPERF_HAPROXY) },
+        Path { name: PATHS[2], client: nft_client.netns().clone(), http: at(HTTP_NFT), iperf: at(IPERF_NFT) },
+        Path {
+            name: PATHS[3],
+            client: haproxy_client.netns().clone(),
+            http: at(HTTP_HAPROXY),
+            iperf: at(IPERF_HAPROXY),
+        },
     ];
     for p in &paths {
         poll_until(SHORT, &format!("{} to answer at {}", p.name, p.http), || {
@@ -396,7 +409,11 @@ fn scale_figures(debug: bool) -> anyhow::Result<Scale> {
 }
 
 fn parse_scale(stdout: &str) -> anyhow::Result<Scale> {
-    let line = stdout.lines().find_map(|l| l.strip_prefix("mesh-scale ")).context("no `mesh-scale` line printed")?;
+    // The test harness prints `test <name> ... ` before the test's first output, on the same line.
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find("mesh-scale ").map(|i| &l[i + "mesh-scale ".len()..]))
+        .context("no `mesh-scale` line printed")?;
     let json: serde_json::Value = serde_json::from_str(line).with_context(|| format!("bad mesh-scale line {line}"))?;
     let nums = |k: &str| -> Vec<u64> {
         json[k].as_array().map(|a| a.iter().filter_map(|v| v.as_u64()).collect()).unwrap_or_default()
@@ -409,6 +426,7 @@ fn parse_scale(stdout: &str) -> anyhow::Result<Scale> {
     let per_program = stdout
         .lines()
         .filter_map(|l| {
+            let l = &l[l.find("shoal_")?..];
             let (head, _) = l.split_once(" ns/packet")?;
             let (rest, ns) = head.trim_end().rsplit_once(' ')?;
             let (program, row) = rest.split_once(' ')?;
@@ -446,6 +464,25 @@ fn render_scale(scale: &Scale) -> String {
     let programs: String =
         scale.per_program.iter().map(|(p, row, ns)| format!("| `{p}` | {row} | {ns} ns |\n")).collect();
     format!("{t}\nPer program and packet (one service, median of single test runs):\n\n| program | packet | cost |\n|---|---|---|\n{programs}")
+}
+
+/// A text bar chart of one figure's medians per path (the "plot" of the section).
+fn bars(
+    title: &str,
+    samples: &BTreeMap<&'static str, Samples>,
+    pick: fn(&Samples) -> &Vec<f64>,
+    show: fn(f64) -> String,
+) -> String {
+    const WIDTH: f64 = 48.0;
+    let medians: Vec<(&str, f64)> =
+        PATHS.iter().map(|p| (*p, samples.get(p).map(|s| median(pick(s))).unwrap_or(f64::NAN))).collect();
+    let top = medians.iter().map(|(_, v)| *v).filter(|v| v.is_finite()).fold(0.0, f64::max);
+    let mut out = format!("{title}\n");
+    for (path, v) in medians {
+        let n = if top > 0.0 && v.is_finite() { (v / top * WIDTH).round() as usize } else { 0 };
+        out += &format!("  {path:<9} {:<48} {}\n", "█".repeat(n), show(v));
+    }
+    out
 }
 
 fn render(samples: &BTreeMap<&'static str, Samples>, scale: &Scale, profile: &str) -> String {
@@ -486,21 +523,24 @@ fn render(samples: &BTreeMap<&'static str, Samples>, scale: &Scale, profile: &st
     format!(
         "### Routing mesh against nftables DNAT and HAProxy\n\n\
          Command: `sudo cargo xtask bench mesh` ({profile} build) · {}, a 3-node netns lab, 3 `shoal/echo --http` \
-         tasks (one per node) and an `iperf3 -s` task on node2. *direct*: from a client namespace on the lab \
-         bridge, routed through node1 (IP forwarding, no load balancer) to the web task on node2; *mesh*: the \
-         same client to node1's published port; \
-         *nft DNAT*: the same client to node1, where nftables does kube-proxy's `numgen random mod 3` verdict map \
-         and masquerade; *HAProxy*: the same client to HAProxy `mode tcp` (round robin, 1 thread) in node1. The \
+         tasks (one per node) and an `iperf3 -s` task on node2. Each path has a client namespace of its own on \
+         the lab bridge. *direct*: routed through node1 (IP forwarding, no load balancer) to the web task on \
+         node2; *mesh*: to node1's published port; \
+         *nft DNAT*: to node1, where nftables does kube-proxy's `numgen random mod 3` verdict map and \
+         masquerade; *HAProxy*: to HAProxy `mode tcp` (round robin, 1 thread) in node1. The \
          balanced paths spread over all 3 tasks (2 of 3 flows cross VXLAN). Each phase runs {} s; iperf3 `-t \
          {IPERF_SECS} -O 1`, receiver's figure; ratios are to *direct* (for latencies and CPU, higher is worse). \
          CPU is /proc/stat busy time over the keep-alive phase divided by its requests: the whole machine, other \
-         work included.\n\n{table}\n#### Scale: 1 and 10,000 services\n\nIn the kernel through \
+         work included.\n\n{table}\n```text\n{}\n{}\n{}```\n\n#### Scale: 1 and 10,000 services\n\nIn the kernel through \
          BPF_PROG_TEST_RUN, no lab (`cargo test --release -p mesh-ebpf scale_figures cost_per_packet -- \
          --nocapture`): 10,000 published ports of 3 backends each, 2,001 single runs per figure (a repeated run \
          would time the rewritten packet, see the test). Not through `kernel.bpf_stats_enabled`: a machine-wide \
          sysctl, which the benchmarks do not change.\n\n{}\nSamples:\n\n{lines}",
         machine(),
         PHASE.as_secs(),
+        bars("HTTP keep-alive requests /s", samples, |s| &s.keepalive_rate, |v| format!("{v:.0}")),
+        bars("new connections /s", samples, |s| &s.conn_rate, |v| format!("{v:.0}")),
+        bars("iperf3 Gbit/s", samples, |s| &s.iperf, |v| format!("{:.2}", v / 1e9)),
         render_scale(scale),
     )
 }
@@ -529,8 +569,8 @@ mod tests {
             );
         }
         let scale = parse_scale(
-            "shoal_underlay_ingress   established flow, DNAT             581 ns/packet (median of 2001 test runs)\n\
-             mesh-scale {\"first_packet_ns\":[1000,1100,3000],\"established_ns\":[500,550],\"backend_change_ns\":[90000,120000],\"setup_10k_ms\":107000}\n",
+            "test tc::tests::cost_per_packet_of_each_program ... shoal_underlay_ingress   established flow, DNAT             581 ns/packet (median of 2001 test runs)\n\
+             test tc::tests::scale_figures_with_one_and_ten_thousand_services ... mesh-scale {\"first_packet_ns\":[1000,1100,3000],\"established_ns\":[500,550],\"backend_change_ns\":[90000,120000],\"setup_10k_ms\":107000}\n",
         )
         .unwrap();
         let r = render(&samples, &scale, "release");
@@ -542,6 +582,9 @@ mod tests {
         );
         assert!(r.contains("| one backend change (`Mesh::set_service`) | 90.0 µs | 120.0 µs (1.33×) |"), "{r}");
         assert!(r.contains("| `shoal_underlay_ingress` | established flow, DNAT | 581 ns |"), "{r}");
+        // The plot: the fastest path gets the whole bar, the others their share.
+        assert!(r.contains(&format!("  direct    {} 1000\n", "█".repeat(48))), "{r}");
+        assert!(r.contains(&format!("  HAProxy   {:<48} 250\n", "█".repeat(12))), "{r}");
         assert!(r.contains("| figure (median of 5) | direct | mesh | nft DNAT | HAProxy |"), "{r}");
         assert!(
             r.contains("| HTTP keep-alive requests | 1000 /s | 500 /s (0.50×) | 333 /s (0.33×) | 250 /s (0.25×) |"),
