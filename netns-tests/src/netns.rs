@@ -86,6 +86,13 @@ pub fn sweep_stale(lab_dir_parent: &Path) {
             }
         }
     }
+    // The nodes' host cgroups (`/shoal-lab/<node namespace>`, see `Node::host_cgroup`).
+    let groups = crate::tasks::mounted_cgroup2().map(|m| m.join("shoal-lab"));
+    for entry in groups.and_then(|g| std::fs::read_dir(g).ok()).into_iter().flatten().flatten() {
+        if entry.path().is_dir() && stale(&entry.file_name().to_string_lossy()) {
+            crate::tasks::kill_and_remove_cgroup(&entry.path());
+        }
+    }
 }
 
 /// Deletes every namespace whose name starts with `prefix` (for persistent labs).

@@ -277,14 +277,18 @@ impl Hierarchy {
 /// The cgroup2 hierarchy in this mount namespace: the host's mount, else one of the lab's own
 /// under `lab_dir` (which lab teardown unmounts).
 pub(crate) fn cgroup2_mount(lab_dir: &Path) -> std::io::Result<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-    if let Some(at) = find_hierarchy(&mountinfo, &Hierarchy::V2) {
+    if let Some(at) = mounted_cgroup2() {
         return Ok(at);
     }
     let at = lab_dir.join(".cgroup2");
     std::fs::create_dir_all(&at)?;
     mount_hierarchy(&at, &Hierarchy::V2)?;
     Ok(at)
+}
+
+/// The cgroup2 hierarchy if this mount namespace has it mounted somewhere.
+pub(crate) fn mounted_cgroup2() -> Option<PathBuf> {
+    find_hierarchy(&std::fs::read_to_string("/proc/self/mountinfo").ok()?, &Hierarchy::V2)
 }
 
 /// Kills what runs in the cgroup2 group `dir` and removes it (a lab node's host group).

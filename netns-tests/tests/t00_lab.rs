@@ -156,6 +156,18 @@ fn stale_labs_of_dead_processes_are_swept() {
     netns::create(&live).unwrap();
     let stale_dir = std::env::temp_dir().join(format!("shl-{dead_pid}-0"));
     std::fs::create_dir_all(&stale_dir).unwrap();
+    // A node's host cgroup (`Node::host_cgroup`) left by the same dead run.
+    let cgroup2 = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let left: Vec<&str> = left.split(' ').collect();
+            (right.starts_with("cgroup2 ") && left.get(3) == Some(&"/")).then(|| std::path::PathBuf::from(left[4]))
+        })
+        .expect("a cgroup2 mount");
+    let stale_group = cgroup2.join("shoal-lab").join(format!("shl-{dead_pid}-0-n1"));
+    std::fs::create_dir_all(&stale_group).unwrap();
 
     netns::sweep_stale(&std::env::temp_dir());
 
@@ -164,6 +176,7 @@ fn stale_labs_of_dead_processes_are_swept() {
     netns::kill_all_and_delete(&live).unwrap();
     assert!(!listed.contains(&stale), "stale {stale} was not swept");
     assert!(!stale_dir.exists(), "stale {} was not swept", stale_dir.display());
+    assert!(!stale_group.exists(), "stale cgroup {} was not swept", stale_group.display());
     assert!(live_kept, "the sweep removed {live}, whose owner is alive");
 }
 
