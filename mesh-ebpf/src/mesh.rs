@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap as StdHashMap};
 use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -225,6 +225,19 @@ pub struct Mesh {
     state: StdHashMap<SvcKey, ServiceState>,
     svc_ids: Ids,
     backend_ids: Ids,
+    /// Writes held back while [`Mesh::set_services`] runs, to be made in one batch.
+    batch: Option<Batch>,
+}
+
+/// What `set_services` holds back: map-of-maps inserts (each single insert waits for an RCU
+/// grace period, ~10 ms, so 10,000 new services would take minutes), and what must follow them
+/// — the service entries that make the tables live, and the backends they no longer use.
+#[derive(Default)]
+struct Batch {
+    /// Service id and the fd of its new Maglev map (owned by that service's state).
+    maglev: Vec<(u32, u32)>,
+    services: Vec<(SvcKey, SvcValue)>,
+    forget: Vec<u32>,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> MeshError {
@@ -320,6 +333,7 @@ impl Mesh {
             state: StdHashMap::new(),
             svc_ids: Ids::new(MAX_SERVICES),
             backend_ids: Ids::new(MAX_BACKENDS),
+            batch: None,
         };
         mesh.rebuild_state()?;
         Ok(mesh)
@@ -496,18 +510,66 @@ impl Mesh {
                 let map = MapData::from_fd(fd).map_err(update_err)?;
                 write_half(&map, 0, &slots).map_err(update_err)?;
                 write_half(&map, 1, &slots).map_err(update_err)?;
-                self.maglev.insert(svc_id, &map, 0).map_err(update_err)?;
+                match &mut self.batch {
+                    Some(batch) => batch.maglev.push((svc_id, map.fd().as_fd().as_raw_fd() as u32)),
+                    None => self.maglev.insert(svc_id, &map, 0).map_err(update_err)?,
+                }
                 state.tables = Some((map, capacity));
             }
         }
         let value = SvcValue { id: svc_id, backend_count: new.len() as u32, flags: 0, generation };
-        self.services.insert(raw_key, value, 0).map_err(|source| MeshError::MapUpdate { map: "services", source })?;
-        state.generation = generation;
-
-        for (id, _) in old.iter().filter(|(id, _)| !new.iter().any(|(n, _)| n == id)) {
-            self.forget_backend(*id)?;
+        let dropped = old.iter().filter(|(id, _)| !new.iter().any(|(n, _)| n == id)).map(|(id, _)| *id);
+        match &mut self.batch {
+            Some(batch) => {
+                batch.services.push((raw_key, value));
+                batch.forget.extend(dropped);
+            }
+            None => {
+                self.services
+                    .insert(raw_key, value, 0)
+                    .map_err(|source| MeshError::MapUpdate { map: "services", source })?;
+                for id in dropped.collect::<Vec<_>>() {
+                    self.forget_backend(id)?;
+                }
+            }
         }
+        state.generation = generation;
         state.backends = new;
+        Ok(())
+    }
+
+    /// [`Mesh::set_service`] for many services at once: the same end state, with every new
+    /// Maglev map inserted into the map-of-maps by one batch update (one RCU grace period for
+    /// all, instead of one each), then the service entries that make them live. A service that
+    /// fails is reported (the first error) and the others are still programmed.
+    pub fn set_services(&mut self, services: &[(ServiceKey, Vec<Backend>)]) -> Result<(), MeshError> {
+        self.batch = Some(Batch::default());
+        let mut first_error = None;
+        for (key, backends) in services {
+            if let Err(e) = self.set_service(*key, backends) {
+                first_error.get_or_insert(e);
+            }
+        }
+        let batch = self.batch.take().unwrap_or_default();
+        if let Err(e) = self.flush(batch) {
+            first_error.get_or_insert(e);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn flush(&mut self, batch: Batch) -> Result<(), MeshError> {
+        if !batch.maglev.is_empty() {
+            let update_err = |e| MeshError::MapUpdate { map: "maglev_tables", source: MapError::IoError(e) };
+            let outer = sys::obj_get(&self.pin_dir.join("maglev_tables")).map_err(update_err)?;
+            let (ids, fds): (Vec<u32>, Vec<u32>) = batch.maglev.into_iter().unzip();
+            sys::update_u32_batch(outer.as_fd(), &ids, &fds).map_err(update_err)?;
+        }
+        for (key, value) in batch.services {
+            self.services.insert(key, value, 0).map_err(|source| MeshError::MapUpdate { map: "services", source })?;
+        }
+        for id in batch.forget {
+            self.forget_backend(id)?;
+        }
         Ok(())
     }
 

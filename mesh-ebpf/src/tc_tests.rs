@@ -618,10 +618,9 @@ fn scale_figures_with_one_and_ten_thousand_services() {
         mesh.set_service(key(0), &backends(0)).unwrap();
         let (first_1, established_1) = measure(mesh, 1, 0);
         let change_1 = backend_change(mesh);
+        let rest: Vec<(ServiceKey, Vec<Backend>)> = (1..SERVICES).map(|k| (key(k), backends(k))).collect();
         let started = std::time::Instant::now();
-        for k in 1..SERVICES {
-            mesh.set_service(key(k), &backends(k)).unwrap();
-        }
+        mesh.set_services(&rest).unwrap();
         let setup = started.elapsed();
         assert_eq!(mesh.service_count(), SERVICES as usize);
         // The same traffic as with one service, then new flows spread over all 10,000 (each
@@ -687,5 +686,40 @@ fn links_are_pinned_adopted_after_a_restart_and_detached() {
         let task = index("shoal-t0");
         mesh.attach_task_veth(task).unwrap();
         assert_eq!((count("shoal-t0", true), count("shoal-t0", false)), (1, 1));
+    });
+}
+
+/// `set_services` (what the agent uses) ends where one `set_service` per service would: a table
+/// rewritten in place, one outgrowing its map, a new service, and a backend dropped only once
+/// the new table is live — all from one batch.
+#[test]
+fn a_batch_of_services_routes_like_single_updates() {
+    with_mesh(|mesh| {
+        let port = |p: u16| ServiceKey::Published { port: p, proto: Proto::Tcp };
+        mesh.set_services(&[(port(8080), vec![Backend::new(T1, 80)]), (port(8081), vec![Backend::new(T1, 80)])])
+            .unwrap();
+        let five: Vec<Backend> = (5..10).map(|i| Backend::new(Ipv4Addr::new(10, 0, 0, i), 80)).collect();
+        let before = (mesh.maglev_map_id(port(8080)), mesh.maglev_map_id(port(8081)));
+        mesh.set_services(&[
+            (port(8080), vec![Backend::new(T2, 80)]),
+            (port(8081), five.clone()),
+            (port(8082), vec![Backend::new(T3, 80)]),
+        ])
+        .unwrap();
+        assert_eq!(mesh.service_count(), 3);
+        assert_eq!(mesh.maglev_map_id(port(8080)), before.0, "rewritten in place");
+        assert_ne!(mesh.maglev_map_id(port(8081)), before.1, "5 backends outgrow the first map");
+        for sport in 40000..40030 {
+            let mut to = |p: u16| {
+                chosen(&run_tc(mesh, "shoal_underlay_ingress", &Frame::tcp(CLIENT, sport, NODE, p, SYN).build(), 1))
+            };
+            assert_eq!(to(8080), T2);
+            let picked = to(8081);
+            assert!(five.iter().any(|b| b.addr == picked));
+            assert_eq!(to(8082), T3);
+        }
+        let counters = mesh.counters().unwrap();
+        let backends: Vec<Ipv4Addr> = counters[&port(8080)].backends.iter().map(|((a, _), _)| *a).collect();
+        assert_eq!(backends, vec![T2], "T1 was forgotten");
     });
 }
