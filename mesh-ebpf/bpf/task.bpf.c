@@ -107,6 +107,18 @@ static __always_inline __u16 remap_new_connection(const struct pkt *p, const __u
 	return port;
 }
 
+/* Rewrites the client port (the source port of a frame to the task, the destination port of
+ * one from it); a failed helper leaves the frame half-written, so it is dropped and counted. */
+static __always_inline int client_port_rewrite(struct __sk_buff *skb, const struct pkt *p, int from_task,
+					       __u16 port)
+{
+	if (port_rewrite(skb, p, from_task, port)) {
+		count_stat(SHOAL_STAT_DROP_REWRITE);
+		return TC_ACT_SHOT;
+	}
+	return TC_ACT_UNSPEC;
+}
+
 SEC("classifier")
 int shoal_task_egress(struct __sk_buff *skb)
 {
@@ -117,44 +129,35 @@ int shoal_task_egress(struct __sk_buff *skb)
 	if (bpf_skb_load_bytes(skb, ETH_ALEN, src_mac, ETH_ALEN))
 		return TC_ACT_UNSPEC;
 	__u64 now = bpf_ktime_get_ns();
-	if (p.key.proto == IPPROTO_TCP) {
-		struct port_remap_key k = {};
-		remap_key(&k, &p, src_mac);
-		struct port_remap *remap = bpf_map_lookup_elem(&port_remaps, &k);
-		if (remap) {
-			if (port_rewrite(skb, &p, 0, remap->port)) {
-				count_stat(SHOAL_STAT_DROP_REWRITE);
-				return TC_ACT_SHOT;
-			}
-			return TC_ACT_UNSPEC;
-		}
-	}
 	struct ct_key rk = {};
 	reply_key(&rk, &p.key, p.key.daddr, p.key.dport);
 	struct return_mac *known = bpf_map_lookup_elem(&return_macs, &rk);
-	if (known) {
-		/* Held by a remapped connection (client_port set) it is not this flow's either. */
-		if (mac_eq(known->mac, src_mac) && !known->client_port) {
-			if (now - known->last_seen_ns > CT_REFRESH_NS)
-				known->last_seen_ns = now;
-			return TC_ACT_UNSPEC;
-		}
-		if (p.key.proto == IPPROTO_TCP) {
+	/* The common case in one lookup: this entry node's flow. (Held by a remapped connection,
+	 * client_port set, the tuple is not this flow's even with the same MAC.) */
+	if (known && mac_eq(known->mac, src_mac) && !known->client_port) {
+		if (now - known->last_seen_ns > CT_REFRESH_NS)
+			known->last_seen_ns = now;
+		return TC_ACT_UNSPEC;
+	}
+	if (p.key.proto == IPPROTO_TCP) {
+		/* Another entry node's connection holds (or held) the tuple: this connection may
+		 * already have a port of its own, or gets one if it is starting. */
+		struct port_remap_key k = {};
+		remap_key(&k, &p, src_mac);
+		struct port_remap *remap = bpf_map_lookup_elem(&port_remaps, &k);
+		__u16 port = remap ? remap->port : 0;
+		if (!port && known) {
 			if (!is_tcp_syn(&p)) {
 				count_stat(SHOAL_STAT_DROP_RETURN_CONFLICT);
 				return TC_ACT_SHOT;
 			}
-			__u16 port = remap_new_connection(&p, src_mac, now);
-			if (port) {
-				if (port_rewrite(skb, &p, 0, port)) {
-					count_stat(SHOAL_STAT_DROP_REWRITE);
-					return TC_ACT_SHOT;
-				}
-				return TC_ACT_UNSPEC;
-			}
+			port = remap_new_connection(&p, src_mac, now);
 		}
-		count_stat(SHOAL_STAT_RETURN_TAKEOVER);
+		if (port)
+			return client_port_rewrite(skb, &p, 0, port);
 	}
+	if (known)
+		count_stat(SHOAL_STAT_RETURN_TAKEOVER);
 	struct return_mac rm = { .last_seen_ns = now };
 	__builtin_memcpy(rm.mac, src_mac, ETH_ALEN);
 	bpf_map_update_elem(&return_macs, &rk, &rm, BPF_ANY);
@@ -184,9 +187,7 @@ int shoal_task_ingress(struct __sk_buff *skb)
 	}
 	/* An ICMP error about a remapped connection keeps the port the task saw: it is steered to
 	 * the right entry node, whose translation finds no flow for it and passes it on. */
-	if (client_port && !p.icmp_error && port_rewrite(skb, &p, 1, client_port)) {
-		count_stat(SHOAL_STAT_DROP_REWRITE);
-		return TC_ACT_SHOT;
-	}
+	if (client_port && !p.icmp_error)
+		return client_port_rewrite(skb, &p, 1, client_port);
 	return TC_ACT_UNSPEC;
 }

@@ -225,11 +225,9 @@ pub struct Mesh {
     state: StdHashMap<SvcKey, ServiceState>,
     svc_ids: Ids,
     backend_ids: Ids,
-    /// Writes held back while [`Mesh::set_services`] runs, to be made in one batch.
-    batch: Option<Batch>,
 }
 
-/// What `set_services` holds back: map-of-maps inserts (each single insert waits for an RCU
+/// What [`Mesh::set_services`] holds back until every service's tables are written: map-of-maps inserts (each single insert waits for an RCU
 /// grace period, ~10 ms, so 10,000 new services would take minutes), and what must follow them
 /// — the service entries that make the tables live, and the backends they no longer use.
 #[derive(Default)]
@@ -333,7 +331,6 @@ impl Mesh {
             state: StdHashMap::new(),
             svc_ids: Ids::new(MAX_SERVICES),
             backend_ids: Ids::new(MAX_BACKENDS),
-            batch: None,
         };
         mesh.rebuild_state()?;
         Ok(mesh)
@@ -437,6 +434,28 @@ impl Mesh {
     /// generation in the service entry, one plain hash update: readers see the old or the new
     /// table, and only a new service or one outgrowing its map pays for a map-of-maps update.
     pub fn set_service(&mut self, key: ServiceKey, backends: &[Backend]) -> Result<(), MeshError> {
+        self.set_services(&[(key, backends.to_vec())])
+    }
+
+    /// [`Mesh::set_service`] for many services at once: every new Maglev map enters the
+    /// map-of-maps by one batch update (one RCU grace period for all, instead of one each), then
+    /// the service entries that make the tables live, then backends no longer used are
+    /// forgotten. A service that fails is reported (the first error); the others are programmed.
+    pub fn set_services(&mut self, services: &[(ServiceKey, Vec<Backend>)]) -> Result<(), MeshError> {
+        let mut batch = Batch::default();
+        let mut first_error = None;
+        for (key, backends) in services {
+            if let Err(e) = self.stage_service(*key, backends, &mut batch) {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Err(e) = self.flush(batch) {
+            first_error.get_or_insert(e);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn stage_service(&mut self, key: ServiceKey, backends: &[Backend], batch: &mut Batch) -> Result<(), MeshError> {
         let raw_key = key.raw();
         let mut state = match self.state.remove(&raw_key) {
             Some(state) => state,
@@ -446,7 +465,7 @@ impl Mesh {
                 ServiceState { id, backends: Vec::new(), tables: None, generation: 0 }
             }
         };
-        let result = self.program_service(raw_key, &mut state, backends);
+        let result = self.program_service(raw_key, &mut state, backends, batch);
         // Even on error the state keeps what the maps hold, so a retry does not leak ids.
         self.state.insert(raw_key, state);
         result
@@ -457,6 +476,7 @@ impl Mesh {
         raw_key: SvcKey,
         state: &mut ServiceState,
         backends: &[Backend],
+        batch: &mut Batch,
     ) -> Result<(), MeshError> {
         let svc_id = state.id;
         let old = std::mem::take(&mut state.backends);
@@ -510,51 +530,16 @@ impl Mesh {
                 let map = MapData::from_fd(fd).map_err(update_err)?;
                 write_half(&map, 0, &slots).map_err(update_err)?;
                 write_half(&map, 1, &slots).map_err(update_err)?;
-                match &mut self.batch {
-                    Some(batch) => batch.maglev.push((svc_id, map.fd().as_fd().as_raw_fd() as u32)),
-                    None => self.maglev.insert(svc_id, &map, 0).map_err(update_err)?,
-                }
+                batch.maglev.push((svc_id, map.fd().as_fd().as_raw_fd() as u32));
                 state.tables = Some((map, capacity));
             }
         }
         let value = SvcValue { id: svc_id, backend_count: new.len() as u32, flags: 0, generation };
-        let dropped = old.iter().filter(|(id, _)| !new.iter().any(|(n, _)| n == id)).map(|(id, _)| *id);
-        match &mut self.batch {
-            Some(batch) => {
-                batch.services.push((raw_key, value));
-                batch.forget.extend(dropped);
-            }
-            None => {
-                self.services
-                    .insert(raw_key, value, 0)
-                    .map_err(|source| MeshError::MapUpdate { map: "services", source })?;
-                for id in dropped.collect::<Vec<_>>() {
-                    self.forget_backend(id)?;
-                }
-            }
-        }
+        batch.services.push((raw_key, value));
+        batch.forget.extend(old.iter().filter(|(id, _)| !new.iter().any(|(n, _)| n == id)).map(|(id, _)| *id));
         state.generation = generation;
         state.backends = new;
         Ok(())
-    }
-
-    /// [`Mesh::set_service`] for many services at once: the same end state, with every new
-    /// Maglev map inserted into the map-of-maps by one batch update (one RCU grace period for
-    /// all, instead of one each), then the service entries that make them live. A service that
-    /// fails is reported (the first error) and the others are still programmed.
-    pub fn set_services(&mut self, services: &[(ServiceKey, Vec<Backend>)]) -> Result<(), MeshError> {
-        self.batch = Some(Batch::default());
-        let mut first_error = None;
-        for (key, backends) in services {
-            if let Err(e) = self.set_service(*key, backends) {
-                first_error.get_or_insert(e);
-            }
-        }
-        let batch = self.batch.take().unwrap_or_default();
-        if let Err(e) = self.flush(batch) {
-            first_error.get_or_insert(e);
-        }
-        first_error.map_or(Ok(()), Err)
     }
 
     fn flush(&mut self, batch: Batch) -> Result<(), MeshError> {
@@ -562,7 +547,13 @@ impl Mesh {
             let update_err = |e| MeshError::MapUpdate { map: "maglev_tables", source: MapError::IoError(e) };
             let outer = sys::obj_get(&self.pin_dir.join("maglev_tables")).map_err(update_err)?;
             let (ids, fds): (Vec<u32>, Vec<u32>) = batch.maglev.into_iter().unzip();
-            sys::update_u32_batch(outer.as_fd(), &ids, &fds).map_err(update_err)?;
+            if let Err(e) = sys::update_u32_batch(outer.as_fd(), &ids, &fds) {
+                // Those maps never went live: forget them, so a retry makes and inserts them again.
+                for state in self.state.values_mut().filter(|s| ids.contains(&s.id)) {
+                    state.tables = None;
+                }
+                return Err(update_err(e));
+            }
         }
         for (key, value) in batch.services {
             self.services.insert(key, value, 0).map_err(|source| MeshError::MapUpdate { map: "services", source })?;

@@ -33,6 +33,15 @@ fn lab() -> LabRef {
 /// them gets none of 30 hashed flows is 3 × (2/3)^30 ≈ 2e-5.
 const PER_NODE: usize = 30;
 
+/// `service create` of a 3-task `shoal/echo --http` service publishing `port` → 80, converged.
+fn three_echo_tasks(lab: &Lab, name: &str, port: u16) -> Vec<TaskView> {
+    let publish = format!("{port}:80");
+    lab.node(1)
+        .service(&["create", "-d", "--name", name, "--replicas", "3", "-p", &publish, "shoal/echo", "--http"])
+        .assert_ok();
+    lab.wait_converged(1, name, 3)
+}
+
 fn names(tasks: &[TaskView], service: &str) -> BTreeSet<String> {
     tasks.iter().map(|t| format!("{service}.{}.{}", t.slot, t.id)).collect()
 }
@@ -110,10 +119,7 @@ fn published_ports_answer_on_every_node_from_every_task_with_the_client_address(
 #[test]
 fn scaling_up_and_down_under_load_answers_every_request() {
     let lab = lab();
-    lab.node(1)
-        .service(&["create", "-d", "--name", "scaled", "--replicas", "3", "-p", "8082:80", "shoal/echo", "--http"])
-        .assert_ok();
-    lab.wait_converged(1, "scaled", 3);
+    three_echo_tasks(&lab, "scaled", 8082);
     let client = lab.mesh_client();
     let targets: Vec<SocketAddrV4> = (1..=3).map(|i| at(&lab, i, 8082)).collect();
     for t in &targets {
@@ -299,10 +305,7 @@ fn dnsrr_services_have_no_vip_and_resolve_to_their_tasks() {
 fn one_client_port_through_two_nodes_keeps_both_connections() {
     use netns_tests::mesh::{tcp_connect_from, KeepAlive, REQUEST_TIMEOUT};
     let lab = lab();
-    lab.node(1)
-        .service(&["create", "-d", "--name", "pair", "--replicas", "3", "-p", "8094:80", "shoal/echo", "--http"])
-        .assert_ok();
-    lab.wait_converged(1, "pair", 3);
+    three_echo_tasks(&lab, "pair", 8094);
     let client = lab.mesh_client();
     for i in [1, 2] {
         wait_answering(at(&lab, i, 8094), "pair", || client.http(at(&lab, i, 8094)));
@@ -352,10 +355,7 @@ fn remapped_ports(lab: &Lab) -> u64 {
 #[test]
 fn a_node_reaches_published_ports_on_its_own_address_and_on_localhost() {
     let lab = lab();
-    lab.node(1)
-        .service(&["create", "-d", "--name", "selfie", "--replicas", "3", "-p", "8095:80", "shoal/echo", "--http"])
-        .assert_ok();
-    let tasks = lab.wait_converged(1, "selfie", 3);
+    let tasks = three_echo_tasks(&lab, "selfie", 8095);
     let want = names(&tasks, "selfie");
     let node = lab.node(2);
     for host in [node.addr().to_string(), "127.0.0.1".to_string()] {
